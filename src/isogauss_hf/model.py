@@ -294,6 +294,8 @@ class IsoGaussModel(nn.Module):
 
         with no_init_weights():
             base = base_cls(base_config)
+        if hasattr(base, "tie_weights"):
+            base.tie_weights()  # under no_init_weights transformers leaves tied weights untied
         model = _build_empty(base, config, meta["replaced_modules"])
         load_state_dict_checked(model.base_model, os.path.join(directory, WEIGHTS_NAME))
         if torch_dtype is not None:

@@ -1,0 +1,191 @@
+"""IsoGaussModel: wrapper behaviour, parameter report, compressed save/load, export_dense, errors."""
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import weakref
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import BertConfig, BertForSequenceClassification
+from transformers.utils.generic import find_labels
+
+from conftest import MODEL_FACTORIES, example_inputs, tiny_bert
+from isogauss_hf import IsoGaussConfig, IsoGaussLinear, IsoGaussModel, get_isogauss_model
+
+
+def seeded(kind, **kw):
+    return get_isogauss_model(MODEL_FACTORIES[kind](), IsoGaussConfig(layers=[2], noise="seeded", **kw)).eval()
+
+
+def test_wrapper_behaves_like_the_wrapped_model():
+    model = seeded("bert")
+    assert isinstance(model, IsoGaussModel) and type(model).__name__ == "IsoGaussBertForSequenceClassification"
+    assert model.config.num_labels == 3 and model.num_labels == 3  # attribute delegation
+    assert find_labels(type(model)) == ["labels"]  # Trainer sees the wrapped forward signature
+    out = model(**example_inputs("bert"), labels=torch.tensor([0, 2]))
+    assert out.loss.ndim == 0 and out.logits.shape == (2, 3)
+    model.to(torch.float64)
+    assert model.dtype == torch.float64
+    layer = next(iter(model.isogauss_layers().values()))
+    assert layer.row_mean.dtype == torch.float32 and layer.bias.dtype == torch.float64
+    assert model(**example_inputs("bert")).logits.dtype == torch.float64
+
+
+def test_dense_weights_of_replaced_modules_are_freed():
+    base = tiny_bert()
+    ref = weakref.ref(base.bert.encoder.layer[1].attention.self.query)
+    model = get_isogauss_model(base, IsoGaussConfig(layers=[2]))
+    gc.collect()
+    assert ref() is None
+    assert not any(".layer.1." in n and n.endswith(".weight") and "LayerNorm" not in n
+                   for n, _ in model.named_parameters())
+
+
+def test_bert_base_parameter_report():
+    torch.manual_seed(0)
+    base = BertForSequenceClassification(BertConfig())  # BERT-base shapes, random init
+    report = get_isogauss_model(base, IsoGaussConfig(layers=[4, 8, 12])).parameter_report()
+    for block in ("4", "8", "12"):
+        assert report["per_block"][block]["replaced_weights"] == 7_077_888
+        assert report["per_block"][block]["gaussian_parameters"] == 27_648
+        assert report["per_block"][block]["ratio"] == pytest.approx(0.0039, abs=1e-4)
+        assert len(report["per_block"][block]["modules"]) == 6
+    assert report["replaced_weights"] == 3 * 7_077_888 and report["gaussian_parameters"] == 3 * 27_648
+    assert report["dense_model_parameters"] - report["isogauss_model_parameters"] == 3 * (7_077_888 - 27_648)
+
+
+def test_eval_averages_num_samples_draws():
+    model = seeded("bert", num_samples=3)
+    x = example_inputs("bert")
+    per_draw = []
+    for k in range(3):
+        with model.sampling_scope(k):
+            per_draw.append(model.base_model(**x).logits)
+    torch.testing.assert_close(model(**x).logits, torch.stack(per_draw).mean(0))
+    assert not torch.allclose(per_draw[0], per_draw[1])
+    model.isogauss_config.num_samples = 1
+    torch.testing.assert_close(model(**x).logits, per_draw[0])
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "vit", "gpt2"])
+def test_seeded_outputs_identical_through_save_and_load(kind, tmp_path):
+    model = seeded(kind)
+    x = example_inputs(kind)
+    before = model(**x).logits
+    model.save_pretrained(tmp_path / "ckpt")
+    files = sorted(os.listdir(tmp_path / "ckpt"))
+    assert files == ["config.json", "isogauss_config.json", "model.safetensors"] or \
+        files == ["config.json", "generation_config.json", "isogauss_config.json", "model.safetensors"]
+    again = IsoGaussModel.from_pretrained(tmp_path / "ckpt")
+    assert type(again) is type(model)
+    assert torch.equal(again(**x).logits, before)
+    with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    for name in model.isogauss_layers():
+        assert {f"{name}.row_mean", f"{name}.col_std", f"{name}.noise_seed"} <= keys
+        assert f"{name}.weight" not in keys
+
+
+def test_checkpoint_is_compressed(tmp_path):
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=10, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
+    dense = BertForSequenceClassification(cfg)
+    dense.save_pretrained(tmp_path / "dense")
+    get_isogauss_model(dense, IsoGaussConfig()).save_pretrained(tmp_path / "gauss")
+    dense_bytes = os.path.getsize(tmp_path / "dense" / "model.safetensors")
+    gauss_bytes = os.path.getsize(tmp_path / "gauss" / "model.safetensors")
+    replaced_bytes = 2 * (4 * 128 * 128 + 2 * 128 * 512) * 4
+    assert dense_bytes - gauss_bytes > 0.95 * replaced_bytes
+
+
+def test_resample_training_checkpoint_keeps_draw_counter(tmp_path):
+    model = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[1], noise="resample"))
+    model.train()
+    for _ in range(3):
+        model(**example_inputs("bert"))
+    model.save_pretrained(tmp_path / "c")
+    again = IsoGaussModel.from_pretrained(tmp_path / "c")
+    layer = next(iter(again.isogauss_layers().values()))
+    assert int(layer.draw_counter) == 3 and layer._draw_count == 3
+
+
+SUBPROCESS = r"""
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification, AutoModelForCausalLM
+path, kind, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+cls = AutoModelForCausalLM if kind == "gpt2" else AutoModelForSequenceClassification
+model = cls.from_pretrained(path).eval()
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor(ids), attention_mask=torch.ones(len(ids), len(ids[0]), dtype=torch.long)).logits
+assert "isogauss_hf" not in sys.modules
+print(json.dumps(logits.tolist()))
+"""
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_export_dense_loads_in_plain_transformers(kind, tmp_path):
+    model = seeded(kind)
+    x = example_inputs(kind)
+    expected = model(**x).logits
+    model.export_dense(str(tmp_path / "dense"))
+    proc = subprocess.run(
+        [sys.executable, "-c", SUBPROCESS, str(tmp_path / "dense"), kind, json.dumps(x["input_ids"].tolist())],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # the model itself still has its Gaussian layers afterwards
+    assert all(isinstance(m, IsoGaussLinear) for m in model.isogauss_layers().values())
+    assert len(model.isogauss_layers()) == 6
+
+
+def test_export_dense_with_another_seed_differs(tmp_path):
+    model = seeded("bert")
+    model.export_dense(str(tmp_path / "a"))
+    model.export_dense(str(tmp_path / "b"), seed=99)
+    a = BertForSequenceClassification.from_pretrained(tmp_path / "a")
+    b = BertForSequenceClassification.from_pretrained(tmp_path / "b")
+    qa = a.bert.encoder.layer[1].attention.self.query.weight
+    qb = b.bert.encoder.layer[1].attention.self.query.weight
+    assert not torch.allclose(qa, qb)
+    torch.testing.assert_close(a.bert.encoder.layer[0].attention.self.query.weight,
+                               b.bert.encoder.layer[0].attention.self.query.weight)
+
+
+def test_checkpoint_with_mismatched_base_config_is_refused(tmp_path):
+    seeded("bert").save_pretrained(tmp_path / "c")
+    cfg_path = tmp_path / "c" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["hidden_size"] = 64
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match the base model.*hidden_size: checkpoint 32 vs config.json 64"):
+        IsoGaussModel.from_pretrained(tmp_path / "c")
+
+
+def test_load_overrides_config_fields(tmp_path):
+    model = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[1], noise="resample"))
+    model.save_pretrained(tmp_path / "c")
+    again = IsoGaussModel.from_pretrained(tmp_path / "c", noise="seeded", num_samples=4)
+    assert again.isogauss_config.num_samples == 4
+    assert all(layer.noise == "seeded" for layer in again.isogauss_layers().values())
+
+
+def test_already_converted_model_is_refused():
+    model = seeded("bert")
+    with pytest.raises(ValueError, match="already has Gaussian layers"):
+        get_isogauss_model(model, IsoGaussConfig(layers=[1]))
+
+
+def test_gpt2_generate_in_both_noise_modes():
+    for noise in ("seeded", "resample"):
+        model = get_isogauss_model(MODEL_FACTORIES["gpt2"](), IsoGaussConfig(layers=[1, 2], noise=noise)).eval()
+        ids = torch.tensor([[3, 4, 5]])
+        out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+        assert out.shape == (1, 8) and torch.equal(out[:, :3], ids)
+        if noise == "seeded":
+            assert torch.equal(out, model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0))
