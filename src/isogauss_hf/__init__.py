@@ -11,6 +11,7 @@ from .config import IsoGaussConfig
 from .layer import IsoGaussFusedLinear, IsoGaussLinear
 from .mapping import ARCHITECTURES, ArchitectureSpec, register_architecture
 from .model import IsoGaussModel, get_isogauss_model
+from . import peft_integration  # noqa: F401  registers the ISOGAUSS method with PEFT
 
 __all__ = [
     "__version__",

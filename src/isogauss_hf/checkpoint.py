@@ -13,7 +13,59 @@ from safetensors import safe_open
 from safetensors.torch import _find_shared_tensors, save_file
 from torch import nn
 
-__all__ = ["save_state_dict", "load_state_dict_checked", "atomic_directory", "resolve_checkpoint_dir"]
+__all__ = [
+    "save_state_dict",
+    "load_state_dict_checked",
+    "atomic_directory",
+    "resolve_checkpoint_dir",
+    "install_tied_state_dict_hooks",
+    "TRAINER_KEY_PREFIX",
+]
+
+#: Prefix of every key in a Trainer checkpoint of an IsoGaussModel: the Trainer saves
+#: ``IsoGaussModel.state_dict()`` (the wrapped model is its ``base_model`` attribute), while
+#: ``IsoGaussModel.save_pretrained`` writes the wrapped model's own keys.
+TRAINER_KEY_PREFIX = "base_model."
+
+
+def _shared_aliases(state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
+    """For each name of a tensor that shares storage with another, the one name kept (sorted first)."""
+    alias: dict[str, str] = {}
+    for group in _find_shared_tensors(state_dict):
+        if len(group) > 1:
+            keep = sorted(group)[0]
+            alias.update({n: keep for n in group if n != keep})
+    return alias
+
+
+def install_tied_state_dict_hooks(module: nn.Module) -> None:
+    """Make ``module.state_dict()`` list tied (storage-sharing) tensors once, and loading accept that.
+
+    ``Trainer`` saves a model that is not a ``PreTrainedModel`` with ``safetensors.save_file(model.state_dict())``,
+    which refuses tensors sharing memory (GPT-2's ``lm_head.weight`` is ``wte.weight``). After this call the
+    state dict keeps one name per tied group (the first in sorted order, as :func:`save_state_dict`), and
+    ``load_state_dict`` fills the other names from it, so ``strict=True`` loads of such a dict still work.
+    Idempotent.
+    """
+    if getattr(module, "_isogauss_tied_hooks", False):
+        return
+
+    def drop_aliases(mod, state_dict, prefix, local_metadata):
+        for name in _shared_aliases({k: v for k, v in state_dict.items() if k.startswith(prefix)}):
+            state_dict.pop(name, None)
+        return state_dict
+
+    def fill_aliases(mod, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        params = {prefix + n: p for n, p in mod.named_parameters(remove_duplicate=False)}
+        for group in _find_shared_tensors(params):
+            present = [n for n in sorted(group) if n in state_dict]
+            if len(group) > 1 and present:
+                for n in group:
+                    state_dict.setdefault(n, state_dict[present[0]])
+
+    module._register_state_dict_hook(drop_aliases)
+    module._register_load_state_dict_pre_hook(fill_aliases, with_module=True)
+    module._isogauss_tied_hooks = True
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str, metadata: Optional[dict[str, str]] = None) -> None:
@@ -31,7 +83,8 @@ def load_state_dict_checked(model: nn.Module, path: str) -> None:
     """Load a safetensors file into ``model``; missing, unexpected or wrong-shaped tensors are an error.
 
     Tensors that share storage in ``model`` (tied weights) may be present under any one of their names.
-    Never unpickles: safetensors holds raw tensors only.
+    A Trainer checkpoint (every key prefixed ``base_model.``, see :data:`TRAINER_KEY_PREFIX`) loads into
+    the wrapped model too. Never unpickles: safetensors holds raw tensors only.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint weights {path!r} not found")
@@ -41,6 +94,12 @@ def load_state_dict_checked(model: nn.Module, path: str) -> None:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupted files
         raise ValueError(f"cannot read {path!r} as safetensors (corrupted or truncated?): {e}") from None
+    strip = ""
+    if shapes and all(k.startswith(TRAINER_KEY_PREFIX) for k in shapes) and not any(
+        k.startswith(TRAINER_KEY_PREFIX) for k in expected
+    ):
+        strip = TRAINER_KEY_PREFIX
+        shapes = {k[len(strip):]: v for k, v in shapes.items()}
     aliases: dict[str, set[str]] = {}
     for group in _find_shared_tensors(expected):
         for name in group:
@@ -64,6 +123,8 @@ def load_state_dict_checked(model: nn.Module, path: str) -> None:
         state = load_file(path)
     except Exception as e:
         raise ValueError(f"cannot read {path!r} as safetensors (corrupted or truncated?): {e}") from None
+    if strip:
+        state = {k[len(strip):]: v for k, v in state.items()}
     model.load_state_dict(state, strict=False)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
@@ -71,10 +132,14 @@ def load_state_dict_checked(model: nn.Module, path: str) -> None:
 
 @contextlib.contextmanager
 def atomic_directory(target: str):
-    """Yield a temporary directory next to ``target``; on success it replaces ``target`` atomically.
+    """Yield a temporary directory next to ``target``; on success it replaces ``target`` by renames.
 
     Files already in ``target`` that the new save does not write (a tokenizer, training args) are kept:
-    they are copied into the temporary directory before the swap. A crash leaves ``target`` untouched.
+    they are copied into the temporary directory before the swap. An exception while writing removes
+    the temporary directory and leaves ``target`` untouched, so no half-written checkpoint is ever
+    visible under ``target``. The swap is two renames (``target`` -> ``.NAME.old-*``, temporary ->
+    ``target``); only a hard kill between them leaves ``target`` missing, with the complete previous
+    checkpoint in the ``.old-`` directory next to it.
     """
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
@@ -91,7 +156,11 @@ def atomic_directory(target: str):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
             os.rmdir(old)
             os.rename(target, old)
-            os.rename(tmp, target)
+            try:
+                os.rename(tmp, target)
+            except BaseException:
+                os.rename(old, target)  # put the previous checkpoint back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, target)

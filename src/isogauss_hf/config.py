@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
+from peft import PeftConfig
+
 from .layer import NOISE_MODES, RULES, check_choice
 
-__all__ = ["IsoGaussConfig", "CONFIG_NAME", "FORMAT_VERSION"]
+__all__ = ["IsoGaussConfig", "CONFIG_NAME", "FORMAT_VERSION", "IsoGaussPeftType", "PEFT_TYPE"]
 
 CONFIG_NAME = "isogauss_config.json"
 #: Version of the on-disk format (isogauss_config.json + safetensors layout). Bumped on breaking change.
@@ -18,13 +21,29 @@ FORMAT_VERSION = 1
 CANONICAL_TARGETS = ("query", "key", "value", "attention_output", "mlp_in", "mlp_out")
 
 
+class IsoGaussPeftType(str, enum.Enum):
+    """PEFT method type of isogauss adapters. PEFT's own ``PeftType`` enum cannot be extended, so this str-valued
+    member is the key under which :mod:`isogauss_hf.peft_integration` registers the method in PEFT's mapping tables
+    (it compares and hashes equal to the string ``"ISOGAUSS"`` written in ``adapter_config.json``)."""
+
+    ISOGAUSS = "ISOGAUSS"
+
+
+PEFT_TYPE = IsoGaussPeftType.ISOGAUSS
+
+
 @dataclass
-class IsoGaussConfig:
-    """Configuration of Isotropic Gaussian layers, in the style of a PEFT config.
+class IsoGaussConfig(PeftConfig):
+    """Configuration of Isotropic Gaussian layers; also a ``peft.PeftConfig``.
 
     Example: ``IsoGaussConfig(layers=[4, 8, 12], rule="wdu")`` turns the query, key, value, attention
     output, MLP-in and MLP-out matrices of blocks 4, 8 and 12 (1-based, as in the paper's tables)
     into Gaussian layers trained by WDU.
+
+    Two uses: ``get_isogauss_model(model, config)`` (full fine-tune, compressed checkpoint with
+    ``isogauss_config.json``) or ``peft.get_peft_model(model, config)`` (adapter; ``adapter_config.json``,
+    needs ``import isogauss_hf``). The keyword-only PEFT bookkeeping fields (``task_type``,
+    ``modules_to_save``, ...) matter for the adapter use only and are not written to ``isogauss_config.json``.
     """
 
     layers: Optional[list[int]] = field(
@@ -74,8 +93,57 @@ class IsoGaussConfig:
         default=0.0,
         metadata={"help": "Lower bound applied to every row/column std after a distribution step (>= 0)."},
     )
+    # ---- PEFT bookkeeping (adapter use only; keyword-only, so the fields above keep their positions)
+    modules_to_save: Optional[list[str]] = field(
+        default=None, kw_only=True,
+        metadata={"help": "PEFT adapter use only: modules trained and saved with the adapter besides the Gaussian "
+                          "layers (e.g. ['classifier']; task_type='SEQ_CLS' adds the classifier itself)."},
+    )
+    task_type: Optional[str] = field(
+        default=None, kw_only=True,
+        metadata={"help": "PEFT adapter use only: PEFT task type ('SEQ_CLS', 'CAUSAL_LM', ...) picking the PeftModel "
+                          "subclass."},
+    )
+    peft_type: Optional[str] = field(
+        default=None, kw_only=True, metadata={"help": "PEFT method type; always 'ISOGAUSS' (set automatically)."}
+    )
+    auto_mapping: Optional[dict] = field(
+        default=None, kw_only=True, metadata={"help": "PEFT bookkeeping: base model class of a saved adapter."}
+    )
+    peft_version: Optional[str] = field(
+        default=None, kw_only=True, metadata={"help": "PEFT bookkeeping: PEFT version (filled automatically)."}
+    )
+    base_model_name_or_path: Optional[str] = field(
+        default=None, kw_only=True, metadata={"help": "PEFT adapter use only: the base model the adapter belongs to."}
+    )
+    revision: Optional[str] = field(
+        default=None, kw_only=True, metadata={"help": "PEFT adapter use only: revision of the base model."}
+    )
+    inference_mode: bool = field(
+        default=False, kw_only=True, metadata={"help": "PEFT adapter use only: load the adapter frozen."}
+    )
+
+    #: PEFT bookkeeping fields: absent from isogauss_config.json, present in a PEFT adapter_config.json.
+    PEFT_FIELDS = ("modules_to_save", "task_type", "peft_type", "auto_mapping", "peft_version",
+                   "base_model_name_or_path", "revision", "inference_mode")
+
+    @classmethod
+    def isogauss_fields(cls) -> list[str]:
+        """Names of the fields stored in ``isogauss_config.json`` (all but :attr:`PEFT_FIELDS`)."""
+        return [f.name for f in fields(cls) if f.name not in cls.PEFT_FIELDS]
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # PEFT: validates task_type, fills peft_version
+        if self.peft_type is None or self.peft_type == PEFT_TYPE:
+            self.peft_type = PEFT_TYPE
+        else:
+            raise ValueError(f"peft_type must be {PEFT_TYPE.value!r} for IsoGaussConfig, got {self.peft_type!r}")
+        if self.modules_to_save is not None:
+            if isinstance(self.modules_to_save, str):
+                self.modules_to_save = [self.modules_to_save]
+            self.modules_to_save = list(self.modules_to_save)
+            if not all(isinstance(m, str) and m for m in self.modules_to_save):
+                raise ValueError(f"modules_to_save must be module names (strings), got {self.modules_to_save!r}")
         if self.layers is not None:
             if isinstance(self.layers, (int, str)) or not hasattr(self.layers, "__iter__"):
                 raise ValueError(f"layers must be a list of 1-based block indices, got {self.layers!r}")
@@ -123,27 +191,54 @@ class IsoGaussConfig:
 
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The ``isogauss_config.json`` fields and ``format_version`` (PEFT bookkeeping fields excluded)."""
+        d = {k: v for k, v in asdict(self).items() if k not in self.PEFT_FIELDS}
         d["format_version"] = FORMAT_VERSION
         return d
+
+    def to_adapter_dict(self) -> dict[str, Any]:
+        """The content of a PEFT ``adapter_config.json``: every field, ``format_version``, plain strings."""
+        d = asdict(self)
+        for key in ("peft_type", "task_type"):
+            if isinstance(d[key], enum.Enum):
+                d[key] = d[key].value
+        d["format_version"] = FORMAT_VERSION
+        return d
+
+    @staticmethod
+    def _check_format_version(version: Any, source: str = CONFIG_NAME) -> None:
+        if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(
+                f"{source} has format_version {version!r}, but this isogauss-hf supports up to "
+                f"{FORMAT_VERSION}; upgrade isogauss-hf to load it"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IsoGaussConfig":
         data = dict(data)
-        version = data.pop("format_version", FORMAT_VERSION)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValueError(
-                f"{CONFIG_NAME} has format_version {version!r}, but this isogauss-hf supports up to "
-                f"{FORMAT_VERSION}; upgrade isogauss-hf to load it"
-            )
-        known = {f.name for f in fields(cls)}
+        cls._check_format_version(data.pop("format_version", FORMAT_VERSION))
+        known = set(cls.isogauss_fields())
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown IsoGaussConfig field(s) {unknown}; valid fields: {sorted(known)}")
         return cls(**data)
 
-    def save_pretrained(self, save_directory: str, extra: Optional[dict[str, Any]] = None) -> str:
-        """Write ``isogauss_config.json`` (with ``extra`` metadata merged in) and return its path."""
+    @classmethod
+    def check_kwargs(cls, **kwargs):
+        """PEFT hook run on the fields read from ``adapter_config.json``: refuse a newer ``format_version``."""
+        cls._check_format_version(kwargs.pop("format_version", FORMAT_VERSION), source="adapter_config.json")
+        return kwargs
+
+    def save_pretrained(self, save_directory: str, extra: Optional[dict[str, Any]] = None, **kwargs) -> str:
+        """Write ``isogauss_config.json`` (with ``extra`` metadata merged in) and return its path.
+
+        Called by ``peft.PeftModel.save_pretrained`` (recognised by its ``auto_mapping_dict`` keyword), it writes
+        the PEFT ``adapter_config.json`` instead.
+        """
+        if "auto_mapping_dict" in kwargs:
+            return self._save_adapter_config(save_directory, kwargs["auto_mapping_dict"])
+        if kwargs:
+            raise TypeError(f"IsoGaussConfig.save_pretrained got unexpected keyword argument(s) {sorted(kwargs)}")
         os.makedirs(save_directory, exist_ok=True)
         payload = self.to_dict()
         if extra:
@@ -154,10 +249,40 @@ class IsoGaussConfig:
             f.write("\n")
         return path
 
+    def _save_adapter_config(self, save_directory: str, auto_mapping_dict: Optional[dict] = None) -> str:
+        from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
+
+        if os.path.isfile(save_directory):
+            raise ValueError(f"{save_directory!r} is a file; give a directory to save the adapter config in")
+        os.makedirs(save_directory, exist_ok=True)
+        payload = self.to_adapter_dict()
+        if auto_mapping_dict is not None:
+            payload["auto_mapping"] = auto_mapping_dict
+        path = os.path.join(save_directory, ADAPTER_CONFIG_NAME)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+            f.write("\n")
+        return path
+
     @classmethod
-    def from_pretrained(cls, directory: str) -> "IsoGaussConfig":
-        config, _ = cls.load_with_metadata(directory)
-        return config
+    def from_pretrained(cls, directory: str, subfolder: Optional[str] = None, **kwargs) -> "IsoGaussConfig":
+        """Read ``isogauss_config.json`` from ``directory``; failing that, a PEFT ``adapter_config.json``.
+
+        The second case is how ``peft.PeftModel.from_pretrained`` loads the config of an isogauss adapter (local
+        directory or Hub repo; ``kwargs`` go to ``hf_hub_download``).
+        """
+        from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
+
+        path = os.path.join(directory, subfolder) if subfolder else directory
+        if os.path.isfile(path) or os.path.isfile(os.path.join(path, CONFIG_NAME)):
+            config, _ = cls.load_with_metadata(path)
+            return config
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, ADAPTER_CONFIG_NAME)):
+            raise FileNotFoundError(
+                f"no {CONFIG_NAME} (compressed checkpoint) or {ADAPTER_CONFIG_NAME} (PEFT adapter) in {path!r}: "
+                f"is it an isogauss-hf checkpoint?"
+            )
+        return super().from_pretrained(directory, subfolder=subfolder, **kwargs)
 
     @classmethod
     def load_with_metadata(cls, directory: str) -> tuple["IsoGaussConfig", dict[str, Any]]:
@@ -166,8 +291,13 @@ class IsoGaussConfig:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no {CONFIG_NAME} in {directory!r}: is it an isogauss-hf checkpoint?")
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        known = {f.name for f in fields(cls)} | {"format_version"}
+            try:
+                data = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"{path!r} is not valid JSON (corrupted or truncated?): {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path!r} must hold a JSON object, got {type(data).__name__}")
+        known = set(cls.isogauss_fields()) | {"format_version"}
         meta = {k: v for k, v in data.items() if k not in known}
         config = cls.from_dict({k: v for k, v in data.items() if k in known})
         return config, meta

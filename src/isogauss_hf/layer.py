@@ -9,6 +9,7 @@ by side for fused projections (GPT-2's ``c_attn`` = query|key|value).
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Optional
 
 import torch
@@ -16,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .functional import (
+    NOISE_BLOCK_ROWS,
     RowColStats,
+    _scratch,
     derive_seed,
     eq2_distribution,
     gdu_update,
@@ -120,6 +123,13 @@ class IsoGaussLinear(nn.Module):
         self._stats_version = 0
         self._generators: dict[torch.device, torch.Generator] = {}
         self._warned_nonfinite = False
+        # Training draws are written into one reused buffer (a fresh multi-megabyte CPU tensor costs
+        # page faults every step); it is reused only once no tensor handed out from it is still alive.
+        self._draw_buffer: Optional[torch.Tensor] = None
+        self._draw_handle: Optional[weakref.ref] = None
+        self._lowmem_block_rows: Optional[int] = None
+        #: Qualified module name used in warnings (set by IsoGaussCallback / the model wrapper); None = unnamed.
+        self.qualified_name: Optional[str] = None
         self.register_load_state_dict_post_hook(IsoGaussLinear._after_load)
 
     # ------------------------------------------------------------------ construction
@@ -217,17 +227,24 @@ class IsoGaussLinear(nn.Module):
             self._generators[device] = gen
         return gen
 
-    def sample(self, stream: str = STREAM_FIXED, index: int = 0) -> torch.Tensor:
-        """Draw a weight (out, in) in fp32 from the current statistics, without autograd history."""
+    def sample(self, stream: str = STREAM_FIXED, index: int = 0, *, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Draw a weight (out, in) in fp32 from the current statistics, without autograd history.
+
+        ``out`` (fp32, (out_features, in_features), on the layer's device) receives the draw instead
+        of a new tensor. The values depend only on the statistics, the seed and (stream, index).
+        """
         with torch.no_grad():
             device = self.row_mean.device
+            shape = (self.out_features, self.in_features)
+            if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32 or out.device != device):
+                raise ValueError(
+                    f"out must be an fp32 tensor of shape {shape} on {device}, got "
+                    f"{out.dtype} {tuple(out.shape)} on {out.device}"
+                )
             noise = standard_normal_noise(
-                (self.out_features, self.in_features),
-                self.draw_seed(stream, index),
-                generator=self._generator(device),
-                device=device,
+                shape, self.draw_seed(stream, index), generator=self._generator(device), device=device, out=out
             )
-            return sample_weight(*self.statistics, noise)
+            return sample_weight(*self.statistics, noise, scratch=_scratch(3, noise))
 
     def sample_rows(self, row_start: int, row_end: int, stream: str = STREAM_FIXED, index: int = 0) -> torch.Tensor:
         """Rows ``row_start:row_end`` of :meth:`sample` for the same key, computed alone."""
@@ -254,6 +271,15 @@ class IsoGaussLinear(nn.Module):
             return (STREAM_FIXED, 0)
         return (STREAM_EVAL, self._eval_count)
 
+    def set_draw_index(self, index: int) -> None:
+        """Make the next training draw (resample mode) use index ``index`` of the 'train' stream.
+
+        The Trainer callback sets it to the global step, so the draw of a step is keyed by (base seed,
+        layer name, global step): the same on every rank and after a resume, whatever happened before.
+        """
+        self._draw_count = int(index)
+        self.draw_counter.fill_(self._draw_count)
+
     def _training_weight(self) -> torch.Tensor:
         if self.hold_draw and self.last_weight is not None:
             return self.last_weight
@@ -263,19 +289,40 @@ class IsoGaussLinear(nn.Module):
             key = (STREAM_TRAIN, self._draw_count)
             self._draw_count += 1
             self.draw_counter.fill_(self._draw_count)
-        weight = self.sample(*key).requires_grad_(True)
+        weight = self.sample(*key, out=self._reusable_draw_buffer()).requires_grad_(True)
+        if weight.device.type == "cpu":
+            self._draw_buffer = weight.detach()  # shares storage and version counter with the draw
+            self._draw_handle = weakref.ref(weight)
         self.last_weight = weight
         return weight
 
-    def _eval_weight(self) -> torch.Tensor:
+    def _reusable_draw_buffer(self) -> Optional[torch.Tensor]:
+        """The previous training draw's storage, if nothing outside the layer can still see it."""
+        buf, handle = self._draw_buffer, self._draw_handle
+        self._draw_buffer = self._draw_handle = None
+        if buf is None or handle is None or handle() is not None or buf.device != self.row_mean.device:
+            return None  # someone still holds the old draw (or it never existed): draw into a new tensor
+        return buf.detach()  # a new tensor (no grad, no history) over the same storage
+
+    def train(self, mode: bool = True):
+        if not mode:
+            self._draw_buffer = self._draw_handle = None  # eval needs no training buffer
+        return super().train(mode)
+
+    def _next_eval_key(self) -> tuple[str, int]:
+        """The key of this evaluation forward (advances the eval counter of an unpinned resample layer)."""
         key = self._draw_override
         if key is None:
             if self.noise == "seeded":
-                key = (STREAM_FIXED, 0)
-            else:
-                key = (STREAM_EVAL, self._eval_count)
-                self._eval_count += 1
-                return self.sample(*key)
+                return (STREAM_FIXED, 0)
+            key = (STREAM_EVAL, self._eval_count)
+            self._eval_count += 1
+        return key
+
+    def _eval_weight(self) -> torch.Tensor:
+        key = self._next_eval_key()
+        if self._draw_override is None and self.noise != "seeded":
+            return self.sample(*key)  # a fresh draw per forward: nothing to cache
         cache = self._cache
         if cache is not None and cache[0] == key and cache[1] == self._stats_version:
             return cache[2]
@@ -288,12 +335,60 @@ class IsoGaussLinear(nn.Module):
         """Free the cached evaluation draw (kept only while a draw is pinned or seeded)."""
         self._cache = None
 
+    # ------------------------------------------------------------------ low-memory inference
+    @property
+    def lowmem_block_rows(self) -> Optional[int]:
+        """Low-memory inference: ``None`` (default) materializes the whole (out, in) weight per draw.
+
+        A positive multiple of :data:`~isogauss_hf.functional.NOISE_BLOCK_ROWS` makes every forward
+        outside training regenerate the draw ``block`` output rows at a time from its seed
+        (:meth:`sample_rows`) and compute those output features, so the whole weight never exists:
+        the extra memory is about ``block * (2 * in_features + tokens)`` floats. Outputs equal the
+        materialized path's up to matmul rounding (the weight rows are bit-for-bit the same).
+        Training forwards ignore it (the gradient needs the whole draw).
+        """
+        return self._lowmem_block_rows
+
+    @lowmem_block_rows.setter
+    def lowmem_block_rows(self, value: Optional[int]) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % NOISE_BLOCK_ROWS
+        ):
+            raise ValueError(
+                f"lowmem_block_rows={value!r} is not valid; use None or a positive multiple of "
+                f"NOISE_BLOCK_ROWS={NOISE_BLOCK_ROWS} (e.g. {NOISE_BLOCK_ROWS})"
+            )
+        self._lowmem_block_rows = value
+        self._cache = None  # a cached whole draw would defeat the purpose
+
+    def _lowmem_forward(self, x: torch.Tensor, key: tuple[str, int]) -> torch.Tensor:
+        block = self._lowmem_block_rows
+        x2 = x.reshape(-1, self.in_features)
+        autocast = torch.is_autocast_enabled(x.device.type)
+        out: Optional[torch.Tensor] = None
+        for r0 in range(0, self.out_features, block):
+            r1 = min(self.out_features, r0 + block)
+            weight = self.sample_rows(r0, r1, *key)
+            if weight.dtype != x.dtype and not autocast:
+                weight = weight.to(x.dtype)
+            bias = None if self.bias is None else self.bias[r0:r1]
+            if bias is not None and bias.dtype != weight.dtype and not autocast:
+                bias = bias.to(weight.dtype)
+            y = F.linear(x2, weight, bias)
+            if out is None:
+                out = y.new_empty(x2.shape[0], self.out_features)
+            out[:, r0:r1] = y
+            del weight, y
+        return out.reshape(*x.shape[:-1], self.out_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.standardize:
             x = standardize_input(x)
         if self.training and torch.is_grad_enabled():
             self._cache = None
             weight = self._training_weight()
+        elif self._lowmem_block_rows is not None:
+            return self._lowmem_forward(x, self._next_eval_key())
         else:
             weight = self._eval_weight()
         if weight.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
@@ -336,8 +431,9 @@ class IsoGaussLinear(nn.Module):
             self.skipped_steps += 1
             if not self._warned_nonfinite:
                 self._warned_nonfinite = True
+                label = self.qualified_name or f"IsoGaussLinear({self.out_features}x{self.in_features}, seed={self._seed})"
                 warnings.warn(
-                    f"IsoGaussLinear({self.out_features}x{self.in_features}, seed={self._seed}): non-finite "
+                    f"{label}: non-finite "
                     f"gradient or statistic; distribution step skipped (further skips are counted silently)",
                     RuntimeWarning,
                     stacklevel=2,

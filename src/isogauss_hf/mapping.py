@@ -137,7 +137,12 @@ def _resolve_mapped(model, config, spec, model_type) -> list[Target]:
             f"layers {out_of_range} out of range for {type(model).__name__} ({model_type}) with {n_blocks} blocks: "
             f"valid block indices are 1..{n_blocks} (1-based)"
         )
-    wanted = list(config.target_modules) if config.target_modules is not None else list(CANONICAL_TARGETS)
+    wanted = list(config.target_modules) if config.target_modules is not None else list(spec.targets)
+    unknown = [t for t in wanted if t not in spec.targets]
+    if unknown:
+        raise ValueError(
+            f"target_modules {unknown} do not exist in {model_type}; its targets are {list(spec.targets)}"
+        )
     for fused_path, parts in spec.fused.items():
         chosen = [p for p in parts if p in wanted]
         if chosen and len(chosen) != len(parts):
@@ -160,12 +165,13 @@ def _resolve_mapped(model, config, spec, model_type) -> list[Target]:
                 continue
             seen.add(path)
             module = _get_submodule(block, path)
+            name = f"{list_name}.{b - 1}.{path}" if path else f"{list_name}.{b - 1}"  # "" = the block itself
             if not _is_fc(module):
-                raise ValueError(f"{list_name}.{b - 1}.{path} is a {type(module).__name__}, not a fully connected layer")
+                raise ValueError(f"{name} is a {type(module).__name__}, not a fully connected layer")
             fused = spec.fused.get(path)
             targets.append(
                 Target(
-                    name=f"{list_name}.{b - 1}.{path}",
+                    name=name,
                     block=b,
                     targets=fused if fused else (canon,),
                     splits=len(fused) if fused else 1,
@@ -219,6 +225,8 @@ def _resolve_patterns(model, config) -> list[Target]:
 
 
 def _get_submodule(root: nn.Module, path: str) -> Optional[nn.Module]:
+    if path == "":  # the block itself is the target (e.g. one nn.Linear per block)
+        return root
     module = root
     for part in path.split("."):
         module = getattr(module, part, None) if not isinstance(module, nn.ModuleList) else (

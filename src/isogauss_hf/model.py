@@ -219,6 +219,30 @@ class IsoGaussModel(nn.Module):
         with self.sampling_scope(0):
             return self.base_model.generate(*args, **kwargs)
 
+    # ------------------------------------------------------------------ low-memory inference
+    def enable_low_memory(self, block_rows: Optional[int] = None) -> None:
+        """Evaluate without ever holding a whole Gaussian weight: draws are rebuilt ``block_rows`` rows at a time.
+
+        Sets :attr:`IsoGaussLinear.lowmem_block_rows` on every Gaussian layer (default: one noise block,
+        ``NOISE_BLOCK_ROWS`` rows; any positive multiple of it) and frees cached draws and scratch buffers.
+        Only forwards outside training use it; outputs equal the materialized path's up to matmul rounding.
+        """
+        from .functional import NOISE_BLOCK_ROWS, release_workspace
+
+        rows = NOISE_BLOCK_ROWS if block_rows is None else block_rows
+        layers = list(self.isogauss_layers().values())
+        if layers:
+            layers[0].lowmem_block_rows = rows  # validates before anything changes
+        for layer in layers:
+            layer.lowmem_block_rows = rows
+            layer.clear_cache()
+        release_workspace()
+
+    def disable_low_memory(self) -> None:
+        """Back to materializing each weight draw (the default)."""
+        for layer in self.isogauss_layers().values():
+            layer.lowmem_block_rows = None
+
     # ------------------------------------------------------------------ persistence
     def _metadata(self) -> dict[str, Any]:
         from . import __version__
@@ -228,6 +252,7 @@ class IsoGaussModel(nn.Module):
             "base_config_fingerprint": _config_fingerprint(self.base_model.config),
             "replaced_modules": self.replaced_modules,
             "isogauss_hf_version": __version__,
+            "base_model_name_or_path": getattr(self.base_model, "name_or_path", None) or None,
         }
 
     def save_pretrained(
@@ -279,6 +304,13 @@ class IsoGaussModel(nn.Module):
         directory = resolve_checkpoint_dir(str(pretrained_model_name_or_path), revision=revision)
         config, meta = IsoGaussConfig.load_with_metadata(directory)
         if overrides:
+            # Which modules are Gaussian, their noise seeds and input standardization are fixed by the checkpoint.
+            fixed = sorted(set(overrides) & {"layers", "target_modules", "layers_pattern", "standardize", "seed"})
+            if fixed:
+                raise ValueError(
+                    f"cannot override {fixed} when loading: the checkpoint's Gaussian modules are fixed; "
+                    f"overridable fields: noise, num_samples, rule, distribution_lr, std_floor"
+                )
             config = IsoGaussConfig.from_dict({**config.to_dict(), **overrides})
         base_config = AutoConfig.from_pretrained(directory)
         expected = meta.get("base_config_fingerprint") or {}
@@ -307,6 +339,36 @@ class IsoGaussModel(nn.Module):
                      ("cpu" if device_map == "auto" else device_map))
         model.eval()
         return model
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        token: Optional[str] = None,
+        commit_message: Optional[str] = None,
+        results: Union[None, str, dict[str, Any]] = None,
+        tokenizer: Any = None,
+        checkpoint_dir: Optional[str] = None,
+    ):
+        """Save the compressed checkpoint and upload it with a generated model card (see :mod:`isogauss_hf.hub`).
+
+        ``tokenizer``: a tokenizer / image processor saved next to the weights. ``checkpoint_dir``: save there
+        (files already in it, such as a tokenizer, are kept and uploaded too) instead of a temporary directory.
+        ``results``: metrics for the card (dict or JSON path; default ``results.json`` in ``checkpoint_dir``).
+        Returns ``huggingface_hub.CommitInfo``.
+        """
+        import tempfile
+
+        from .hub import push_checkpoint, resolve_token
+
+        token = resolve_token(token)  # fail before writing anything
+        with tempfile.TemporaryDirectory() as tmp:
+            target = checkpoint_dir or os.path.join(tmp, "checkpoint")
+            self.save_pretrained(target)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(target)
+            return push_checkpoint(target, repo_id, token=token, private=private, commit_message=commit_message,
+                                   results=results, report=self.parameter_report())
 
     def export_dense(self, save_directory: str, seed: Optional[int] = None) -> None:
         """Write an ordinary transformers checkpoint holding one weight draw per Gaussian layer.

@@ -1,0 +1,305 @@
+#!/usr/bin/env python
+"""Benchmark one Gaussian layer against ``nn.Linear``: forward + backward + update, per training step.
+
+For each (out, in) shape and device, every variant runs the same training step on ``--tokens`` input
+rows with a fixed upstream gradient:
+
+* ``dense``      ``nn.Linear`` forward + backward + optimizer step on weight and bias;
+* ``gdu``/``wdu`` :class:`~isogauss_hf.IsoGaussLinear` (noise='resample'): sample W (Eq. 2), forward +
+  backward, ``distribution_step`` (Algorithm 1 / 2), optimizer step on the bias;
+* ``ref-gdu``/``ref-wdu`` (unless ``--no-reference``) the same step written as a direct transcription of
+  the algorithms (Eq. 2 mean/var materialized, ``torch.var_mean`` statistics, serial noise): the
+  baseline the layer's fast path is compared with.
+
+Variants are interleaved (the order rotates every repeat) after warm-up steps, so slow phases of a
+shared machine hit all of them alike; the table gives medians, the spread (IQR / median) and the ratio
+to ``dense`` from the same run, both as ratio of medians and as median of per-repeat ratios.
+
+    python scripts/bench_layer.py                 # full sizes, writes results/bench_layer.{json,md}
+    python scripts/bench_layer.py --smoke --out /tmp/x   # seconds, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from isogauss_hf import functional as fn
+from isogauss_hf.layer import IsoGaussLinear
+
+FULL_SHAPES = [(768, 768), (3072, 768), (768, 3072), (4096, 1024)]
+SMOKE_SHAPES = [(64, 32), (32, 64)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Direct transcription of the algorithms (the reference the fast layer is measured against)
+# ---------------------------------------------------------------------------------------------------
+def _ref_stats(w: torch.Tensor, dim: int):
+    var, mean = torch.var_mean(w, dim=dim, correction=0)
+    return mean, var
+
+
+def _ref_gdu_side(mean, std, w, g, lr, dim):
+    _, vw = _ref_stats(w, dim)
+    mg_, vg = _ref_stats(g, dim)
+    cov = (w * g).mean(dim) - w.mean(dim) * g.mean(dim)
+    step_std = abs(lr) * vg.sqrt()
+    denom = vw.sqrt() * vg.sqrt()
+    rho = torch.where(denom > 0, -cov / denom.clamp_min(1e-38), 0.0).clamp(-1, 1)
+    return mean - lr * mg_, (std.square() + step_std.square() + 2 * std * step_std * rho).clamp_min(0).sqrt()
+
+
+class ReferenceGaussian:
+    """Row/column statistics + bias, trained by a literal transcription of Eq. 2 and Algorithms 1-2."""
+
+    def __init__(self, layer: IsoGaussLinear, rule: str, lr: float) -> None:
+        self.stats = [t.clone() for t in layer.statistics]
+        self.bias = nn.Parameter(layer.bias.detach().clone())
+        self.rule, self.lr, self.seed = rule, lr, 0
+        self.gen = torch.Generator(device=layer.row_mean.device)
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def step(self, x: torch.Tensor, gy: torch.Tensor) -> None:
+        n, m = self.stats[0].shape[0], self.stats[2].shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        noise = torch.empty(n, m, device=x.device)
+        for r0 in range(0, n, fn.NOISE_BLOCK_ROWS):  # serial, one generator
+            self.gen.manual_seed(fn.derive_seed(self.seed, r0))
+            torch.randn(noise[r0 : r0 + fn.NOISE_BLOCK_ROWS].shape, generator=self.gen,
+                        out=noise[r0 : r0 + fn.NOISE_BLOCK_ROWS])
+        self.seed += 1
+        mean, var = fn.eq2_distribution(*self.stats)
+        w = (mean + var.sqrt() * noise).requires_grad_(True)
+        F.linear(x, w, self.bias).backward(gy)
+        with torch.no_grad():
+            if self.rule == "gdu":
+                rm, rs = _ref_gdu_side(self.stats[0], self.stats[1], w, w.grad, self.lr, 1)
+                cm, cs = _ref_gdu_side(self.stats[2], self.stats[3], w, w.grad, self.lr, 0)
+            else:
+                w_new = w - self.lr * w.grad
+                (rm, rv), (cm, cv) = _ref_stats(w_new, 1), _ref_stats(w_new, 0)
+                rs, cs = rv.sqrt(), cv.sqrt()
+            self.stats = [rm, rs, cm, cs]
+        self.optimizer.step()
+
+
+# ---------------------------------------------------------------------------------------------------
+def _make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr)
+
+
+def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: str, reference: bool,
+                   lr: float = 1e-3) -> tuple[dict[str, Callable[[], None]], dict]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(tokens, in_f, generator=gen).to(device)
+    gy = torch.randn(tokens, out_f, generator=gen).div_(tokens ** 0.5).to(device)
+    dense = nn.Linear(in_f, out_f).to(device)
+    dense_opt = _make_optimizer(optimizer, dense.parameters(), lr)
+
+    def dense_step() -> None:
+        dense_opt.zero_grad(set_to_none=True)
+        dense(x).backward(gy)
+        dense_opt.step()
+
+    variants: dict[str, Callable[[], None]] = {"dense": dense_step}
+    for rule in ("gdu", "wdu"):
+        layer = IsoGaussLinear.from_linear(dense, noise="resample", seed=1).to(device).train()
+        opt = _make_optimizer(optimizer, [layer.bias], lr)
+
+        def step(layer=layer, opt=opt, rule=rule) -> None:
+            opt.zero_grad(set_to_none=True)
+            layer(x).backward(gy)
+            layer.distribution_step(rule, lr)
+            opt.step()
+
+        variants[rule] = step
+        if reference:
+            ref = ReferenceGaussian(layer, rule, lr)
+            ref.optimizer = _make_optimizer(optimizer, [ref.bias], lr)
+            variants[f"ref-{rule}"] = lambda ref=ref: ref.step(x, gy)
+    return variants, {"x": x}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_variants(variants: dict[str, Callable[[], None]], device: str, warmup: int, repeats: int
+                  ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and process-CPU seconds of every repeat of every variant (interleaved, rotated)."""
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    _sync(device)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(repeats):
+        order = names[rep % len(names):] + names[: rep % len(names)]  # rotate: no variant always first
+        for name in order:
+            _sync(device)
+            c0, t0 = time.process_time(), time.perf_counter()
+            variants[name]()
+            _sync(device)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def _quantile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def summarize(times: dict[str, list[float]], cpu: dict[str, list[float]] | None = None) -> dict[str, dict]:
+    dense = times["dense"]
+    dense_med = statistics.median(dense)
+    out = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        out[name] = {
+            "median_ms": med * 1e3,
+            "iqr_over_median": (_quantile(ts, 0.75) - _quantile(ts, 0.25)) / med,
+            "min_ms": min(ts) * 1e3,
+            "ratio_to_dense": med / dense_med,
+            "paired_ratio_to_dense": statistics.median(t / d for t, d in zip(ts, dense)),
+            "times_ms": [t * 1e3 for t in ts],
+        }
+        if cpu is not None:
+            cmed = statistics.median(cpu[name])
+            out[name]["cpu_median_ms"] = cmed * 1e3
+            out[name]["cpu_ratio_to_dense"] = cmed / statistics.median(cpu["dense"])
+    return out
+
+
+def _load() -> list[float] | None:
+    try:
+        return list(os.getloadavg())
+    except OSError:  # pragma: no cover
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return platform.processor() or "unknown"
+
+
+def render_markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [
+        "# Gaussian layer vs nn.Linear: one training step",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"- {env['tokens']} tokens; step = forward + backward + update ({env['optimizer']} on the dense weight+bias, "
+        f"on the bias for Gaussian layers, plus `distribution_step`); noise='resample'",
+        f"- torch {env['torch']}, {env['cpu']}, {env['threads']} intra-op threads, devices: {', '.join(env['devices'])}",
+        f"- {env['warmup']} warm-up steps, {env['repeats']} interleaved repeats per variant; load average "
+        f"before/after: {env['load_before']} / {env['load_after']}",
+        "- wall clock: ratio = median(variant) / median(dense); paired = median over repeats of variant/dense "
+        "within a repeat; spread = IQR / median. CPU = process CPU time (all threads; the steadier figure "
+        "when other jobs share the cores, but it also counts OpenMP spin-waiting)",
+        "",
+        "| device | out x in | variant | median ms | spread | ratio | paired ratio | CPU ms | CPU ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["results"]:
+        for name, r in row["variants"].items():
+            lines.append(
+                f"| {row['device']} | {row['out_features']}x{row['in_features']} | {name} | {r['median_ms']:.2f} | "
+                f"{r['iqr_over_median']:.1%} | {r['ratio_to_dense']:.3f} | {r['paired_ratio_to_dense']:.3f} | "
+                f"{r['cpu_median_ms']:.1f} | {r['cpu_ratio_to_dense']:.3f} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and few repeats (seconds), for CI")
+    parser.add_argument("--shapes", default=None, help="comma list of OUTxIN, e.g. 3072x768,768x768")
+    parser.add_argument("--tokens", type=int, default=None, help="input rows per step (default 2048; smoke 16)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 15; smoke 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant first (default 3; smoke 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="optimizer of the step")
+    parser.add_argument("--devices", default=None, help="comma list among cpu,cuda (default: cpu and cuda if present)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the direct-transcription variants")
+    parser.add_argument("--out", default="results/bench_layer", help="output path prefix (.json and .md are added)")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shapes = FULL_SHAPES if not args.smoke else SMOKE_SHAPES
+    if args.shapes:
+        try:
+            shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
+        except ValueError:
+            parser.error(f"--shapes={args.shapes!r} is not a comma list of OUTxIN such as 3072x768")
+    tokens = args.tokens or (16 if args.smoke else 2048)
+    repeats = args.repeats or (2 if args.smoke else 15)
+    warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 3)
+    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for d in devices:
+        if d not in ("cpu", "cuda"):
+            parser.error(f"--devices entry {d!r} is not valid; choose cpu or cuda")
+        if d == "cuda" and not torch.cuda.is_available():
+            parser.error("--devices cuda given but no CUDA device is available")
+
+    load_before = _load()
+    results = []
+    for device in devices:
+        for out_f, in_f in shapes:
+            variants, _ = build_variants(out_f, in_f, tokens, device, args.optimizer, not args.no_reference)
+            wall, cpu = time_variants(variants, device, warmup, repeats)
+            summary = summarize(wall, cpu)
+            results.append({"device": device, "out_features": out_f, "in_features": in_f, "variants": summary})
+            cells = "  ".join(f"{k}={v['median_ms']:.1f}ms({v['ratio_to_dense']:.2f}x,cpu {v['cpu_ratio_to_dense']:.2f}x)"
+                              for k, v in summary.items())
+            print(f"[{device} {out_f}x{in_f}] {cells}", flush=True)
+    report = {
+        "command": "python scripts/bench_layer.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "environment": {
+            "torch": torch.__version__, "cpu": _cpu_name(), "threads": torch.get_num_threads(),
+            "devices": devices + ([torch.cuda.get_device_name()] if "cuda" in devices else []),
+            "tokens": tokens, "repeats": repeats, "warmup": warmup, "optimizer": args.optimizer,
+            "load_before": load_before, "load_after": _load(), "smoke": args.smoke,
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "results": results,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".json", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    md = render_markdown(report)
+    with open(args.out + ".md", "w", encoding="utf-8") as f:
+        f.write(md)
+    print(md)
+    return report
+
+
+if __name__ == "__main__":
+    main()

