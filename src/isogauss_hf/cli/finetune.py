@@ -359,7 +359,7 @@ def _train_one(recipe: Recipe, layers: Optional[list[int]], ctx: dict[str, Any],
         "isogauss_config": _isogauss_config(run_recipe).to_dict() if gaussian else None,
         "saved_to": str(save_dir),
     }
-    ctx["final_model"] = model
+    ctx["final_model"], ctx["final_dir"] = model, save_dir
     examples = getattr(pipeline, "examples", None)
     if examples:
         record["examples"] = examples
@@ -452,7 +452,7 @@ def run_training(recipe: Recipe, out: Path, push_to_hub: Optional[str]) -> int:
             print("(pipeline check on a small from-scratch model: not a reproduction of the paper)")
         flush("completed")
         if push_to_hub:
-            _push(ctx["final_model"], push_to_hub)
+            _push(ctx, push_to_hub, results_path)
         print(f"results: {results_path}  (wall time {results['wall_time_s']:.0f} s)")
         return 0
     except KeyboardInterrupt:
@@ -476,10 +476,18 @@ def _can_push(model_or_class: Any) -> bool:
     return hasattr(cls, "push_to_hub")
 
 
-def _push(model: Any, repo: str) -> None:
+def _push(ctx: dict[str, Any], repo: str, results_path: Path) -> None:
+    from ..model import IsoGaussModel
+
+    model, save_dir, tokenizer = ctx["final_model"], ctx["final_dir"], ctx["tokenizer"]
     if not _can_push(model):
         raise UsageError("--push-to-hub: pushing Gaussian models is not available yet in this isogauss-hf version")
-    model.push_to_hub(repo, token=_hub_token())
+    if isinstance(model, IsoGaussModel):  # compressed checkpoint + tokenizer + model card from results.json
+        model.push_to_hub(repo, token=_hub_token(), results=str(results_path), checkpoint_dir=str(save_dir))
+    else:
+        model.push_to_hub(repo, token=_hub_token())
+        if tokenizer is not None:
+            tokenizer.push_to_hub(repo, token=_hub_token())
     print(f"pushed the final model to https://huggingface.co/{repo}")
 
 
