@@ -322,8 +322,12 @@ def locked_update(path: str, update: Callable[[dict], dict], write: Callable[[di
     """
     import fcntl
 
+    import hashlib
+    import tempfile
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(f"{path}.lock", "w") as lock:
+    tag = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:16]
+    with open(os.path.join(tempfile.gettempdir(), f"isogauss-repro-{tag}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             payload = update(load_json(path) or {})

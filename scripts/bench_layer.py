@@ -7,6 +7,7 @@ rows with a fixed upstream gradient:
 * ``dense``      ``nn.Linear`` forward + backward + optimizer step on weight and bias;
 * ``gdu``/``wdu`` :class:`~isogauss_hf.IsoGaussLinear` (noise='resample'): sample W (Eq. 2), forward +
   backward, ``distribution_step`` (Algorithm 1 / 2), optimizer step on the bias;
+* ``gdu+compile``/``wdu+compile`` (with ``--compile``) the same with the ``torch.compile`` kernels;
 * ``ref-gdu``/``ref-wdu`` (unless ``--no-reference``) the same step written as a direct transcription of
   the algorithms (Eq. 2 mean/var materialized, ``torch.var_mean`` statistics, serial noise): the
   baseline the layer's fast path is compared with.
@@ -101,7 +102,7 @@ def _make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: str, reference: bool,
-                   lr: float = 1e-3) -> tuple[dict[str, Callable[[], None]], dict]:
+                   lr: float = 1e-3, compile_: bool = False) -> tuple[dict[str, Callable[[], None]], dict]:
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(tokens, in_f, generator=gen).to(device)
     gy = torch.randn(tokens, out_f, generator=gen).div_(tokens ** 0.5).to(device)
@@ -109,26 +110,29 @@ def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: s
     dense_opt = _make_optimizer(optimizer, dense.parameters(), lr)
 
     def dense_step() -> None:
+        fn.set_compile(False)
         dense_opt.zero_grad(set_to_none=True)
         dense(x).backward(gy)
         dense_opt.step()
 
     variants: dict[str, Callable[[], None]] = {"dense": dense_step}
     for rule in ("gdu", "wdu"):
-        layer = IsoGaussLinear.from_linear(dense, noise="resample", seed=1).to(device).train()
-        opt = _make_optimizer(optimizer, [layer.bias], lr)
+        for compiled in (False, True) if compile_ else (False,):
+            layer = IsoGaussLinear.from_linear(dense, noise="resample", seed=1).to(device).train()
+            opt = _make_optimizer(optimizer, [layer.bias], lr)
 
-        def step(layer=layer, opt=opt, rule=rule) -> None:
-            opt.zero_grad(set_to_none=True)
-            layer(x).backward(gy)
-            layer.distribution_step(rule, lr)
-            opt.step()
+            def step(layer=layer, opt=opt, rule=rule, compiled=compiled) -> None:
+                fn.set_compile(compiled)
+                opt.zero_grad(set_to_none=True)
+                layer(x).backward(gy)
+                layer.distribution_step(rule, lr)
+                opt.step()
 
-        variants[rule] = step
+            variants[rule + ("+compile" if compiled else "")] = step
         if reference:
             ref = ReferenceGaussian(layer, rule, lr)
             ref.optimizer = _make_optimizer(optimizer, [ref.bias], lr)
-            variants[f"ref-{rule}"] = lambda ref=ref: ref.step(x, gy)
+            variants[f"ref-{rule}"] = lambda ref=ref: (fn.set_compile(False), ref.step(x, gy))
     return variants, {"x": x}
 
 
@@ -215,20 +219,26 @@ def render_markdown(report: dict) -> str:
         "",
         f"- {env['tokens']} tokens; step = forward + backward + update ({env['optimizer']} on the dense weight+bias, "
         f"on the bias for Gaussian layers, plus `distribution_step`); noise='resample'",
-        f"- torch {env['torch']}, {env['cpu']}, {env['threads']} intra-op threads, devices: {', '.join(env['devices'])}",
+        f"- torch {env['torch']}, {env['cpu']} ({env.get('cores', os.cpu_count())} cores), intra-op threads {env['threads']}, "
+        f"devices: {', '.join(env['devices'])}",
         f"- {env['warmup']} warm-up steps, {env['repeats']} interleaved repeats per variant; load average "
         f"before/after: {env['load_before']} / {env['load_after']}",
         "- wall clock: ratio = median(variant) / median(dense); paired = median over repeats of variant/dense "
         "within a repeat; spread = IQR / median. CPU = process CPU time (all threads; the steadier figure "
         "when other jobs share the cores, but it also counts OpenMP spin-waiting)",
+    ]
+    if not any(d.startswith("cuda") for d in env["devices"]):
+        lines.append("- no CUDA device in this run: no GPU figures")
+    lines += [
         "",
-        "| device | out x in | variant | median ms | spread | ratio | paired ratio | CPU ms | CPU ratio |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| device | threads | out x in | variant | median ms | spread | ratio | paired ratio | CPU ms | CPU ratio |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["results"]:
         for name, r in row["variants"].items():
             lines.append(
-                f"| {row['device']} | {row['out_features']}x{row['in_features']} | {name} | {r['median_ms']:.2f} | "
+                f"| {row['device']} | {row['threads']} | {row['out_features']}x{row['in_features']} | {name} | "
+                f"{r['median_ms']:.2f} | "
                 f"{r['iqr_over_median']:.1%} | {r['ratio_to_dense']:.3f} | {r['paired_ratio_to_dense']:.3f} | "
                 f"{r['cpu_median_ms']:.1f} | {r['cpu_ratio_to_dense']:.3f} |"
             )
@@ -243,15 +253,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokens", type=int, default=None, help="input rows per step (default 2048; smoke 16)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 15; smoke 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant first (default 3; smoke 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", default=None,
+                        help="torch intra-op thread counts to run, comma list such as 2,1 (default: torch's)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="optimizer of the step")
     parser.add_argument("--devices", default=None, help="comma list among cpu,cuda (default: cpu and cuda if present)")
     parser.add_argument("--no-reference", action="store_true", help="skip the direct-transcription variants")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time gdu/wdu with the torch.compile kernels (isogauss_hf.functional.set_compile)")
     parser.add_argument("--out", default="results/bench_layer", help="output path prefix (.json and .md are added)")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [torch.get_num_threads()]
+    except ValueError:
+        parser.error(f"--threads={args.threads!r} is not a comma list of integers such as 2,1")
+    if any(t < 1 for t in thread_counts):
+        parser.error(f"--threads={args.threads!r}: thread counts must be >= 1")
     shapes = FULL_SHAPES if not args.smoke else SMOKE_SHAPES
     if args.shapes:
         try:
@@ -270,19 +287,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     load_before = _load()
     results = []
-    for device in devices:
-        for out_f, in_f in shapes:
-            variants, _ = build_variants(out_f, in_f, tokens, device, args.optimizer, not args.no_reference)
-            wall, cpu = time_variants(variants, device, warmup, repeats)
-            summary = summarize(wall, cpu)
-            results.append({"device": device, "out_features": out_f, "in_features": in_f, "variants": summary})
-            cells = "  ".join(f"{k}={v['median_ms']:.1f}ms({v['ratio_to_dense']:.2f}x,cpu {v['cpu_ratio_to_dense']:.2f}x)"
-                              for k, v in summary.items())
-            print(f"[{device} {out_f}x{in_f}] {cells}", flush=True)
+    initial_threads = torch.get_num_threads()
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for device in devices:
+                for out_f, in_f in shapes:
+                    variants, _ = build_variants(out_f, in_f, tokens, device, args.optimizer, not args.no_reference,
+                                                 compile_=args.compile)
+                    wall, cpu = time_variants(variants, device, warmup, repeats)
+                    summary = summarize(wall, cpu)
+                    results.append({"device": device, "threads": threads, "out_features": out_f, "in_features": in_f,
+                                    "variants": summary})
+                    cells = "  ".join(f"{k}={v['median_ms']:.1f}ms({v['ratio_to_dense']:.2f}x,"
+                                      f"cpu {v['cpu_ratio_to_dense']:.2f}x)" for k, v in summary.items())
+                    print(f"[{device} {threads}t {out_f}x{in_f}] {cells}", flush=True)
+    finally:
+        torch.set_num_threads(initial_threads)
+        fn.set_compile(False)
     report = {
         "command": "python scripts/bench_layer.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "environment": {
-            "torch": torch.__version__, "cpu": _cpu_name(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": thread_counts,
             "devices": devices + ([torch.cuda.get_device_name()] if "cuda" in devices else []),
             "tokens": tokens, "repeats": repeats, "warmup": warmup, "optimizer": args.optimizer,
             "load_before": load_before, "load_after": _load(), "smoke": args.smoke,

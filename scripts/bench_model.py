@@ -39,6 +39,7 @@ from contextlib import contextmanager
 import torch
 
 from isogauss_hf import IsoGaussConfig, get_isogauss_model
+from isogauss_hf import functional as fn
 from isogauss_hf.functional import release_workspace
 
 BLOCK_SETS = {1: [12], 3: [4, 8, 12], 6: [2, 4, 6, 8, 10, 12]}
@@ -149,8 +150,9 @@ def make_batch(config, batch: int, seq: int, device: str):
 class Trainee:
     """One model + optimizer doing the same step as Trainer + IsoGaussCallback (without clipping)."""
 
-    def __init__(self, name, model, rule, optimizer, lr, batch):
+    def __init__(self, name, model, rule, optimizer, lr, batch, compiled=False):
         self.name, self.model, self.rule, self.lr, self.batch = name, model, rule, lr, batch
+        self.compiled = compiled
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = (torch.optim.AdamW(params, lr=lr) if optimizer == "adamw" else torch.optim.SGD(params, lr=lr))
         self.layers = list(model.isogauss_layers().values()) if hasattr(model, "isogauss_layers") else []
@@ -159,6 +161,7 @@ class Trainee:
         model.train()
 
     def step(self) -> None:
+        fn.set_compile(self.compiled)
         self.optimizer.zero_grad(set_to_none=True)
         self.model(**self.batch).loss.backward()
         for layer in self.layers:  # the callback's on_pre_optimizer_step
@@ -176,25 +179,29 @@ def _sync(device: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 def bench_train(args, config, device) -> dict:
     batch = make_batch(config, args.batch, args.seq, device)
-    variants = [("dense", 0, "wdu")] + [(f"{b} blocks {r}", b, r) for b, r in args.train_variants]
+    variants = [("dense", 0, "wdu", False)] + [(f"{b} blocks {r}", b, r, False) for b, r in args.train_variants]
+    if args.compile:
+        variants += [(f"3 blocks {r}+compile", 3, r, True) for r in args.rules_list]
     trainees = []
-    for name, blocks, rule in variants:
+    for name, blocks, rule, compiled in variants:
         model = build(config, blocks, rule, "resample", device)
-        trainees.append(Trainee(name, model, rule, args.optimizer, args.lr, batch))
+        trainees.append(Trainee(name, model, rule, args.optimizer, args.lr, batch, compiled))
     meter = MemoryMeter(device)
     for _ in range(args.warmup):
         for t in trainees:
             t.step()
     wall = {t.name: [] for t in trainees}
+    cpu = {t.name: [] for t in trainees}
     peak = {t.name: [] for t in trainees}
     for rep in range(args.repeats):  # timing: no memory polling thread competing for the cores
         order = trainees[rep % len(trainees):] + trainees[: rep % len(trainees)]
         for t in order:
             _sync(device)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             t.step()
             _sync(device)
             wall[t.name].append(time.perf_counter() - t0)
+            cpu[t.name].append(time.process_time() - c0)
     for t in trainees:  # memory: one more step each, measured separately
         _resident(device)
         with meter.measure():
@@ -211,13 +218,17 @@ def bench_train(args, config, device) -> dict:
             "iqr_over_median": (_q(wall[t.name], 0.75) - _q(wall[t.name], 0.25)) / med,
             "ratio_to_dense": med / dense_med,
             "paired_ratio_to_dense": statistics.median(a / b for a, b in zip(wall[t.name], wall["dense"])),
+            "cpu_median_s": statistics.median(cpu[t.name]),
+            "cpu_ratio_to_dense": statistics.median(cpu[t.name]) / statistics.median(cpu["dense"]),
             "peak_step_mb": pk / 2**20,
             "peak_ratio_to_dense": pk / dense_peak if dense_peak > 0 else None,
             "gaussian_matrices": len(t.layers),
             "times_s": wall[t.name],
         }
-        print(f"[train] {t.name}: {med * 1e3:.0f} ms ({med / dense_med:.3f}x), peak +{pk / 2**20:.0f} MB", flush=True)
+        print(f"[train] {t.name}: {med * 1e3:.0f} ms ({med / dense_med:.3f}x, CPU {out[t.name]['cpu_ratio_to_dense']:.3f}x), "
+              f"peak +{pk / 2**20:.0f} MB", flush=True)
     del trainees
+    fn.set_compile(False)
     _trim()
     return out
 
@@ -304,17 +315,20 @@ def render_markdown(report: dict) -> str:
         f"{env['repeats']} interleaved repeats; step = forward + backward + distribution step + optimizer step",
         f"- eval: batch {env['eval_batch']} x seq {env['seq']}, {env['eval_repeats']} repeats, seeded noise, "
         f"low-memory block {env['block_rows']} rows",
-        "- memory: " + env["memory_method"], "",
+        "- memory: " + env["memory_method"],
+        "- ratio = median(variant) / median(dense) wall time; paired = median over repeats of the per-repeat ratio; "
+        "CPU = process CPU time (steadier when other jobs share the cores)", "",
         "## Train step", "",
-        "| variant | median ms | spread | ratio | paired ratio | step peak MB | peak ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | median ms | spread | ratio | paired ratio | CPU ms | CPU ratio | step peak MB | peak ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in report["train"].items() or [("(skipped)", None)]:
         if r is None:
             continue
         pr = "" if r["peak_ratio_to_dense"] is None else f"{r['peak_ratio_to_dense']:.2f}"
         lines.append(f"| {name} | {r['median_s'] * 1e3:.0f} | {r['iqr_over_median']:.1%} | {r['ratio_to_dense']:.3f} | "
-                     f"{r['paired_ratio_to_dense']:.3f} | {r['peak_step_mb']:.0f} | {pr} |")
+                     f"{r['paired_ratio_to_dense']:.3f} | {r['cpu_median_s'] * 1e3:.0f} | {r['cpu_ratio_to_dense']:.3f} | "
+                     f"{r['peak_step_mb']:.0f} | {pr} |")
     lines += ["", "## Evaluation", "",
               "| variant | tokens/s | throughput ratio | resident MB | forward peak MB |", "|---|---:|---:|---:|---:|"]
     for name, r in report["eval"].items():
@@ -343,6 +357,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--rules", default="wdu,gdu", help="rules to train with 3 blocks (1 and 6 blocks use the first)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also train 3 blocks with the torch.compile kernels (isogauss_hf.functional.set_compile)")
     parser.add_argument("--skip", default="", help="comma list of phases to skip: train,eval,checkpoint")
     parser.add_argument("--out", default="results/bench_model", help="output path prefix (.json and .md are added)")
     args = parser.parse_args(argv)
@@ -365,6 +381,7 @@ def main(argv=None) -> dict:
     bad = [r for r in rules if r not in ("wdu", "gdu")]
     if bad or not rules:
         parser.error(f"--rules={args.rules!r}: choose from wdu, gdu")
+    args.rules_list = rules
     args.train_variants = [(1, rules[0])] + [(3, r) for r in rules] + [(6, rules[0])]
     args.eval_blocks = [3]
     skip = {s for s in args.skip.split(",") if s}

@@ -45,7 +45,7 @@ def test_bench_layer_smoke(tmp_path, one_thread):
             assert _positive(r["median_ms"]) and _positive(r["ratio_to_dense"]) and _positive(r["cpu_ratio_to_dense"])
             assert len(r["times_ms"]) == saved["environment"]["repeats"]
     md = out.with_suffix(".md").read_text()
-    assert "| cpu | 64x32 | gdu |" in md and "paired ratio" in md
+    assert "| cpu | 1 | 64x32 | gdu |" in md and "paired ratio" in md
 
 
 def test_bench_layer_rejects_bad_shapes(tmp_path):

@@ -12,8 +12,11 @@ Algorithm 2 defines WDU, Appendix D defines input standardization.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import threading
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -30,6 +33,9 @@ __all__ = [
     "NOISE_BLOCK_ROWS",
     "standard_normal_noise",
     "release_workspace",
+    "set_compile",
+    "compile_enabled",
+    "aux_threads",
 ]
 
 #: Noise for a weight draw is generated in blocks of this many rows, each from its own seed, so any
@@ -190,6 +196,123 @@ def standard_normal_noise(
     return out
 
 
+# ---------------------------------------------------------------------------------------------------
+# Threads for the layer's own memory-bound work
+# ---------------------------------------------------------------------------------------------------
+#: Intra-op threads for the Gaussian layer's own memory-bound passes on CPU (the Eq. 2 combine in
+#: :func:`sample_weight` and the GDU/WDU statistics); the matmuls keep ``torch.get_num_threads()``.
+#: ``"auto"`` (default): 1 thread when torch uses at most 4, else torch's count. Each of these passes
+#: is short, and every OpenMP parallel region ends in a barrier that waits for the slowest thread; when
+#: other processes share a few cores that wait dominates (measured: a (3072, 768) GDU step went from
+#: 2.2x to 1.1x a dense step with 2 threads on a loaded 2-core machine). ``None``: torch's count; an
+#: int: that many threads.
+AUX_THREADS: int | str | None = "auto"
+
+
+def _aux_thread_count() -> int | None:
+    current = torch.get_num_threads()
+    wanted = AUX_THREADS
+    if wanted == "auto":
+        wanted = 1 if current <= 4 else None
+    if wanted is None or int(wanted) >= current:
+        return None
+    return max(1, int(wanted))
+
+
+@contextlib.contextmanager
+def aux_threads(device: torch.device | str | None = None):
+    """Run the enclosed CPU work with :data:`AUX_THREADS` intra-op threads (restored afterwards)."""
+    if device is not None and torch.device(device).type != "cpu":
+        yield
+        return
+    count = _aux_thread_count()
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optional torch.compile kernels (opt-in): each fuses many elementwise/reduction passes into a few.
+# ---------------------------------------------------------------------------------------------------
+_COMPILE = os.environ.get("ISOGAUSS_COMPILE", "0").strip().lower() in ("1", "true", "yes")
+_COMPILED: dict[str, object] = {}
+_COMPILE_FAILED = False
+
+
+def set_compile(enabled: bool) -> None:
+    """Use ``torch.compile``d fused kernels for sampling (Eq. 2) and the GDU/WDU statistics.
+
+    Off by default (also switched on by the environment variable ``ISOGAUSS_COMPILE=1``): the first
+    call compiles for tens of seconds, after which one fused kernel replaces about ten passes over the
+    (n, m) matrix, which matters most when many threads share few cores. Results equal the eager path
+    up to float rounding (not bit for bit). If compiling or running a kernel fails, a warning is given
+    once and the eager path is used from then on.
+    """
+    global _COMPILE, _COMPILE_FAILED
+    _COMPILE = bool(enabled)
+    _COMPILE_FAILED = False
+
+
+def compile_enabled() -> bool:
+    """Whether the ``torch.compile`` kernels are in use (see :func:`set_compile`)."""
+    return _COMPILE and not _COMPILE_FAILED
+
+
+def _run_compiled(name: str, fn, *args):
+    """``fn(*args)`` through its compiled version, or None when compiling is off or has failed."""
+    global _COMPILE_FAILED
+    if not _COMPILE or _COMPILE_FAILED:
+        return None
+    compiled = _COMPILED.get(name)
+    try:
+        if compiled is None:
+            compiled = _COMPILED[name] = torch.compile(fn, dynamic=True)
+        with torch.no_grad():
+            return compiled(*args)
+    except Exception as exc:  # noqa: BLE001 - any compiler/toolchain failure falls back to eager
+        _COMPILE_FAILED = True
+        warnings.warn(f"isogauss_hf: torch.compile kernel {name!r} failed ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); using the eager path", RuntimeWarning)
+        return None
+
+
+def _sample_kernel(rm, rs, cm, cs, noise, n: int) -> None:
+    m = cm.shape[0]
+    s = n + m
+    rm2, cm2 = rm[:, None], cm[None, :]
+    diff = rm2 - cm2
+    var = (m * n / (s * s)) * diff * diff + ((m - 1) / s * rs * rs)[:, None] + ((n - 1) / s * cs * cs)[None, :]
+    noise.copy_(noise * var.sqrt() + (m / s) * rm2 + (n / s) * cm2)
+
+
+def _moments_kernel(x, y, dim: int):
+    count = x.shape[dim]
+    mx = x.sum(dim, keepdim=True) / count
+    my = y.sum(dim, keepdim=True) / count
+    cx, cy = x - mx, y - my
+    return (mx.squeeze(dim), (cx * cx).sum(dim) / count, my.squeeze(dim), (cy * cy).sum(dim) / count,
+            (cx * cy).sum(dim) / count)
+
+
+def _gdu_kernel(w, g):
+    return _moments_kernel(w, g, 1) + _moments_kernel(w, g, 0)
+
+
+def _wdu_kernel(w, g, lr):
+    w_new = w - lr * g
+    row_mean = w_new.mean(1, keepdim=True)
+    col_mean = w_new.mean(0, keepdim=True)
+    row_var = ((w_new - row_mean) ** 2).mean(1)
+    col_var = ((w_new - col_mean) ** 2).mean(0)
+    return row_mean.squeeze(1), row_var.sqrt(), col_mean.squeeze(0), col_var.sqrt()
+
+
 def sample_weight(
     row_mean: torch.Tensor,
     row_std: torch.Tensor,
@@ -213,6 +336,15 @@ def sample_weight(
     n = rows if num_rows is None else int(num_rows)
     if noise.shape != (rows, m):
         raise ValueError(f"noise shape {tuple(noise.shape)} does not match ({rows}, {m})")
+    with aux_threads(noise.device):
+        return _sample_weight(row_mean, row_std, col_mean, col_std, noise, n, m, scratch)
+
+
+def _sample_weight(row_mean, row_std, col_mean, col_std, noise, n, m, scratch):
+    if _COMPILE and not _COMPILE_FAILED and noise.is_contiguous():
+        _run_compiled("sample", _sample_kernel, row_mean, row_std, col_mean, col_std, noise, n)
+        if not _COMPILE_FAILED:  # the fused kernel wrote the weight into ``noise``
+            return noise
     a, b, c, d, k = _eq2_coefficients(n, m)
     rm, cm = row_mean[:, None], col_mean[None, :]
     std = torch.sub(rm, cm, out=scratch) if scratch is not None else rm - cm
@@ -269,8 +401,8 @@ def _moments(x: torch.Tensor, y: torch.Tensor, dim: int, scratch: tuple[torch.Te
     return mx, vx, my, vy, cov
 
 
-def _gdu_side(mean, std, w, grad, lr, dim, scratch):
-    _, vw, mg, vg, cov_wg = _moments(w, grad, dim, scratch)
+def _gdu_side(mean, std, moments, lr):
+    _, vw, mg, vg, cov_wg = moments
     step_mean = -lr * mg
     step_std = abs(lr) * vg.clamp_min(0).sqrt()
     sw = vw.clamp_min(0).sqrt()
@@ -296,10 +428,16 @@ def gdu_update(stats: RowColStats, weight: torch.Tensor, grad: torch.Tensor, lr:
     g = _as_f32(grad)
     if w.shape != g.shape or w.dim() != 2:
         raise ValueError(f"weight {tuple(w.shape)} and grad {tuple(g.shape)} must be the same 2-D shape")
-    # Rows and columns share three scratch buffers: the only (n, m) temporaries of the update.
-    scratch = tuple(_scratch(slot, w) for slot in range(3))
-    row_mean, row_std = _gdu_side(stats.row_mean, stats.row_std, w, g, lr, 1, scratch)
-    col_mean, col_std = _gdu_side(stats.col_mean, stats.col_std, w, g, lr, 0, scratch)
+    with aux_threads(w.device):
+        fused = _run_compiled("gdu", _gdu_kernel, w, g)
+        if fused is not None:
+            rows, cols = fused[:5], fused[5:]
+        else:  # rows and columns share three scratch buffers: the only (n, m) temporaries of the update
+            scratch = tuple(_scratch(slot, w) for slot in range(3))
+            rows, cols = _moments(w, g, 1, scratch), _moments(w, g, 0, scratch)
+        # (vector work, but torch's sqrt goes through MKL VML, parallel from 2048 elements on)
+        row_mean, row_std = _gdu_side(stats.row_mean, stats.row_std, rows, lr)
+        col_mean, col_std = _gdu_side(stats.col_mean, stats.col_std, cols, lr)
     return RowColStats(row_mean, row_std, col_mean, col_std)
 
 
@@ -309,9 +447,14 @@ def wdu_update(weight: torch.Tensor, grad: torch.Tensor, lr: float) -> RowColSta
     g = _as_f32(grad)
     if w.shape != g.shape:
         raise ValueError(f"weight {tuple(w.shape)} and grad {tuple(g.shape)} must have the same shape")
-    # W' in one fused pass into a fresh buffer (the inputs are left untouched), then one scratch buffer.
-    w_new = torch.add(w, g, alpha=-float(lr), out=_scratch(0, w))
-    return row_col_stats(w_new, scratch=_scratch(1, w))
+    with aux_threads(w.device):
+        lr_t = torch.tensor(float(lr), dtype=torch.float32, device=w.device)
+        fused = _run_compiled("wdu", _wdu_kernel, w, g, lr_t)
+        if fused is not None:
+            return RowColStats(*fused)
+        # W' in one fused pass into a reused buffer (the inputs are left untouched), then one scratch buffer.
+        w_new = torch.add(w, g, alpha=-float(lr), out=_scratch(0, w))
+        return row_col_stats(w_new, scratch=_scratch(1, w))
 
 
 def standardize_input(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

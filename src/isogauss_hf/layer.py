@@ -304,6 +304,12 @@ class IsoGaussLinear(nn.Module):
             return None  # someone still holds the old draw (or it never existed): draw into a new tensor
         return buf.detach()  # a new tensor (no grad, no history) over the same storage
 
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_draw_buffer"] = state["_draw_handle"] = None  # transient (a weakref does not pickle)
+        return state
+
     def train(self, mode: bool = True):
         if not mode:
             self._draw_buffer = self._draw_handle = None  # eval needs no training buffer

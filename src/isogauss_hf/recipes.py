@@ -41,9 +41,8 @@ class RecipeError(ValueError):
 
 
 def parse_layers(value: Any) -> Optional[list[int]]:
-    """``"4,8,12"`` / ``[4, 8, 12]`` -> ``[4, 8, 12]``; ``"none"``/``None``/``[]`` -> ``None`` (the dense baseline).
-
-    ``"all"`` -> ``[]``... is not accepted: list the blocks (1-based) explicitly.
+    """``"4,8,12"`` / ``[4, 8, 12]`` -> ``[4, 8, 12]`` (sorted); ``"none"``/``None``/``[]`` -> ``None`` (the dense
+    baseline). Blocks are 1-based, as in the paper's tables; list them explicitly (there is no ``"all"``).
     """
     if value is None:
         return None
@@ -183,6 +182,9 @@ class Recipe:
                 self.target_modules = [self.target_modules]
             if not isinstance(self.target_modules, list) or not all(isinstance(t, str) for t in self.target_modules):
                 raise RecipeError(f"target_modules must be a list of names, got {self.target_modules!r}")
+        if self.task == "question-answering" and self.doc_stride >= self.max_length // 2:
+            raise RecipeError(f"doc_stride ({self.doc_stride}) must be smaller than half of max_length "
+                              f"({self.max_length}): question and context windows share max_length")
         if self.compare_dense and self.layers is None:
             raise RecipeError("compare_dense needs Gaussian layers to compare with; set layers (e.g. 2,4)")
 

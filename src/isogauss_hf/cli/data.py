@@ -246,7 +246,29 @@ def check_columns(data: Any, task: str, name: str) -> None:
 
 
 def load_task_dataset(name: str, task: str, options: dict, seed: int = 42) -> Any:
-    """Load dataset ``name`` (a :data:`DATASETS` key or a local path) for ``task`` as ``train``/``test``."""
+    """Load dataset ``name`` (a :data:`DATASETS` key or a local path) for ``task`` as ``train``/``test``.
+
+    The ``datasets`` loading progress bars are off while loading (the tokenization ``map`` bars stay),
+    so a bad dataset ends with the one-line error alone.
+    """
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    from ..tasks.assets import MissingAssetError
+
+    try:
+        data = _load(name, task, options, seed)
+    except MissingAssetError as e:  # names the command that installs it
+        raise UsageError(str(e)) from None
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+    check_columns(data, task, name)
+    return data
+
+
+def _load(name: str, task: str, options: dict, seed: int) -> Any:
     if name in DATASETS:
         spec = DATASETS[name]
         if spec.task != task:
@@ -259,7 +281,6 @@ def load_task_dataset(name: str, task: str, options: dict, seed: int = 42) -> An
             f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))} (or a local .csv/.json/.jsonl/"
             f".parquet file or dataset directory)"
         )
-    check_columns(data, task, name)
     return data
 
 

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", help="distribution update: gdu | wdu")
     p.add_argument("--noise", help="weight sampling: resample | seeded")
     p.add_argument("--num-samples", type=int, help="evaluation draws averaged (Table 9: 10; 100 for 8FFN)")
+    p.add_argument("--distribution-lr", type=float,
+                   help="learning rate of the GDU/WDU step (default: the optimizer's current lr)")
     p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
                    help="standardize Gaussian-layer inputs (Appendix D)")
     p.add_argument("--epochs", type=float, help="training epochs")
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--batch-size", type=int, help="training batch size")
     p.add_argument("--max-length", type=int, help="maximum tokens per example")
+    p.add_argument("--doc-stride", type=int, help="question-answering: overlap of context windows, in tokens")
     p.add_argument("--train-samples", type=int, help="use at most this many training examples")
     p.add_argument("--eval-samples", type=int, help="evaluate on at most this many examples")
     p.add_argument("--seed", type=int, help="seed of training, data order and noise")
@@ -84,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _FLAG_TO_FIELD = {
     "model": "model", "dataset": "dataset", "task": "task", "layers": "layers", "rule": "rule", "noise": "noise",
-    "num_samples": "num_samples", "standardize": "standardize", "epochs": "epochs", "max_steps": "max_steps",
-    "lr": "lr", "batch_size": "batch_size", "max_length": "max_length", "train_samples": "train_samples",
+    "num_samples": "num_samples", "distribution_lr": "distribution_lr", "standardize": "standardize", "epochs": "epochs", "max_steps": "max_steps",
+    "lr": "lr", "batch_size": "batch_size", "max_length": "max_length", "doc_stride": "doc_stride", "train_samples": "train_samples",
     "eval_samples": "eval_samples", "seed": "seed", "compare_dense": "compare_dense",
 }
 
@@ -181,13 +184,13 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
     source = resolve_model_source(recipe)
     config, where = load_config(recipe, source)
     lines.append(f"model       {recipe.model} -> {where}")
-    sizes: dict[str, Any] = {}
+    if recipe.layers is not None:  # blocks out of range etc. fail before any data is loaded
+        _convert(build_meta_model(recipe, copy.deepcopy(config), None), recipe)
     labels: Optional[list[str]] = None
     try:
         data = load_task_dataset(recipe.dataset, recipe.task, recipe.dataset_options, recipe.seed)
         train_n, test_n = len(data["train"]), len(data["test"])
-        sizes = {"train": min(train_n, recipe.train_samples or train_n), "test": min(test_n, recipe.eval_samples or test_n),
-                 "train_available": train_n, "test_available": test_n}
+        sizes = {"train": min(train_n, recipe.train_samples or train_n), "test": min(test_n, recipe.eval_samples or test_n)}
         if recipe.task in ("text-classification", "image-classification"):
             labels = label_names(data)
         data_line = (f"{recipe.dataset}: train {_fmt_int(sizes['train'])} of {_fmt_int(train_n)}, "
@@ -216,7 +219,9 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
             continue
         model = _convert(build_meta_model(recipe, config, labels), recipe)
         report = model.parameter_report()
-        lines.append(f"run         {title} (rule {recipe.rule}, noise {recipe.noise}, num_samples {recipe.num_samples})")
+        dist = f", distribution lr {recipe.distribution_lr:g}" if recipe.distribution_lr is not None else ""
+        lines.append(f"run         {title} (rule {recipe.rule}, noise {recipe.noise}, num_samples {recipe.num_samples}"
+                     f"{dist})")
         for block, entry in report["per_block"].items():
             lines.append(f"  block {block:>3}  {len(entry['modules'])} modules, {_fmt_int(entry['replaced_weights'])} "
                          f"weights -> {_fmt_int(entry['gaussian_parameters'])} statistics ({100 * entry['ratio']:.2f}%)")
@@ -229,7 +234,10 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
     steps = f"{recipe.max_steps} steps" if recipe.max_steps > 0 else f"{recipe.epochs:g} epochs"
     lines.append(f"training    {steps}, {recipe.optimizer} lr {recipe.lr:g}, batch {recipe.batch_size}, "
                  f"weight decay {recipe.weight_decay:g}, max_length {recipe.max_length}, seed {recipe.seed}")
-    lines.append(f"output      {output_dir}")
+    out = Path(output_dir).expanduser()
+    busy = out.is_dir() and any(out.iterdir())
+    lines.append(f"output      {output_dir}" + (" (not empty: a real run needs --overwrite or another --output-dir)"
+                                                 if busy else ""))
     print("\n".join(lines))
     print("dry run: nothing trained")
     return 0
@@ -375,7 +383,8 @@ def _summary_table(recipe: Recipe, runs: list[dict[str, Any]]) -> str:
     if recipe.metric in metric_names:
         metric_names.remove(recipe.metric)
         metric_names.insert(0, recipe.metric)
-    header = ["run", "layers"] + metric_names + ["Gaussian stats", "replaced weights", "model params", "train s"]
+    header = ["run", "layers"] + metric_names + ["replaced weights", "Gaussian stats", "ratio", "model params",
+                                                 "train s"]
     rows = []
     for run in runs:
         rep = run["parameter_report"]
@@ -383,13 +392,40 @@ def _summary_table(recipe: Recipe, runs: list[dict[str, Any]]) -> str:
         for m in metric_names:
             v = run["metrics"].get(m)
             cells.append("-" if v is None else (f"{100 * v:.2f}%" if m == "accuracy" else f"{v:.4g}"))
-        cells += [_fmt_int(rep["gaussian_parameters"]), _fmt_int(rep["replaced_weights"]),
+        cells += [_fmt_int(rep["replaced_weights"]), _fmt_int(rep["gaussian_parameters"]),
+                  f"{100 * rep['ratio']:.2f}%" if rep["replaced_weights"] else "-",
                   _fmt_int(rep["isogauss_model_parameters"]), f"{run['train_time_s']:.0f}"]
         rows.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     line = "-" * len(fmt(header))
     return "\n".join([line, fmt(header), line] + [fmt(r) for r in rows] + [line])
+
+
+def preflight(recipe: Recipe) -> None:
+    """Checks that need no training data: model, Hub access, blocks in range, dataset name (fast)."""
+    from .data import HubUnavailable, hub_available, is_local_dataset
+    from .pipelines import build_meta_model, load_config, resolve_model_source
+
+    source = resolve_model_source(recipe)
+    config, where = load_config(recipe, source)  # offline: the local cache, else a known config + a note
+    if "must be downloaded" in where:
+        raise HubUnavailable(where.split(";")[0])
+    if recipe.layers is not None:
+        _convert(build_meta_model(recipe, copy.deepcopy(config), None), recipe)
+    name = recipe.dataset
+    if name in DATASETS:
+        spec = DATASETS[name]
+        if spec.task != recipe.task:
+            raise UsageError(f"dataset {name!r} is for {spec.task}, but this recipe's task is {recipe.task}")
+        if spec.source == "hub" and not hub_available():
+            raise HubUnavailable(f"dataset {name!r} must be downloaded from the Hub (no network here)")
+    elif is_local_dataset(name):
+        if not os.path.exists(os.path.expanduser(name)):
+            raise UsageError(f"dataset path {name!r} does not exist")
+    else:
+        raise UsageError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))} (or a local "
+                         f".csv/.json/.jsonl/.parquet file or dataset directory)")
 
 
 def run_training(recipe: Recipe, out: Path, push_to_hub: Optional[str]) -> int:
@@ -408,6 +444,7 @@ def run_training(recipe: Recipe, out: Path, push_to_hub: Optional[str]) -> int:
     }
     _write_json(out / RUN_MARKER, {"recipe": recipe.to_dict(), "started_at": results["started_at"]})
     results_path = out / RESULTS_NAME
+    ctx: dict[str, Any] = {}
 
     def flush(status: str, error: Optional[str] = None) -> None:
         results["status"] = status
@@ -420,10 +457,6 @@ def run_training(recipe: Recipe, out: Path, push_to_hub: Optional[str]) -> int:
         transformers.set_seed(recipe.seed)
         source = resolve_model_source(recipe)
         config, where = load_config(recipe, source)
-        if recipe.layers is not None:  # blocks out of range etc. fail before any data is loaded
-            from .pipelines import build_meta_model
-
-            _convert(build_meta_model(recipe, copy.deepcopy(config), None), recipe)
         tokenizer = load_tokenizer(recipe, source)
         data = load_task_dataset(recipe.dataset, recipe.task, recipe.dataset_options, recipe.seed)
         data["train"] = _cap(data["train"], recipe.train_samples, recipe.seed)
@@ -435,8 +468,8 @@ def run_training(recipe: Recipe, out: Path, push_to_hub: Optional[str]) -> int:
         results["dataset"] = {"name": recipe.dataset, "train": len(data["train"]), "test": len(data["test"]),
                               "labels": labels}
         flush("running")
-        ctx = {"source": source, "labels": labels, "tokenizer": tokenizer, "pipeline": pipeline, "train": train,
-               "test": test, "raw_test": data["test"]}
+        ctx.update({"source": source, "labels": labels, "tokenizer": tokenizer, "pipeline": pipeline, "train": train,
+               "test": test, "raw_test": data["test"]})
         plans: list[tuple[str, Optional[list[int]], Path]] = []
         if recipe.layers is None:
             plans.append(("dense", None, out / "model"))
@@ -451,22 +484,32 @@ def run_training(recipe: Recipe, out: Path, push_to_hub: Optional[str]) -> int:
         if recipe.purpose == "pipeline-check":
             print("(pipeline check on a small from-scratch model: not a reproduction of the paper)")
         flush("completed")
-        if push_to_hub:
-            _push(ctx, push_to_hub, results_path)
         print(f"results: {results_path}  (wall time {results['wall_time_s']:.0f} s)")
-        return 0
     except KeyboardInterrupt:
         flush("interrupted", "KeyboardInterrupt")
         print(f"\n{PROG}: interrupted; completed runs and partial results are in {results_path}", file=sys.stderr)
         return 130
     except UsageError as e:
-        flush("failed", str(e))
+        if not results["runs"]:  # bad input found before anything was trained: leave no run behind
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            flush("failed", str(e))
         raise
     except Exception as e:
         flush("failed", f"{type(e).__name__}: {e}")
         traceback.print_exc()
         print(f"{PROG}: error: {type(e).__name__}: {e} (partial results in {results_path})", file=sys.stderr)
         return 1
+    if push_to_hub:
+        try:
+            _push(ctx, push_to_hub, results_path)
+        except Exception as e:  # training is done and saved; only the upload failed
+            results["push_error"] = f"{type(e).__name__}: {e}"
+            _write_json(results_path, results)
+            print(f"{PROG}: error: --push-to-hub failed ({type(e).__name__}: {e}); the trained model is in "
+                  f"{ctx['final_dir']}", file=sys.stderr)
+            return 2 if isinstance(e, UsageError) else 1
+    return 0
 
 
 def _can_push(model_or_class: Any) -> bool:
@@ -527,6 +570,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if recipe.layers is not None and not _can_push(IsoGaussModel):
                 raise UsageError("--push-to-hub: pushing Gaussian models is not available yet in this isogauss-hf "
                                  "version (use --layers none, or push OUTPUT_DIR/model with huggingface_hub)")
+        preflight(recipe)
         out = prepare_output_dir(output_dir, args.overwrite)
         return run_training(recipe, out, args.push_to_hub)
     except (UsageError, RecipeError) as e:

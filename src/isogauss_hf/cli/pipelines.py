@@ -166,6 +166,8 @@ def load_model(recipe: Recipe, source: ModelSource, labels: Optional[list[str]])
             setattr(config, key, value)
         return cls.from_config(config)
     overrides = {**recipe.model_config, **label_kwargs}
+    if label_kwargs:  # a new classification head when the label count differs from the checkpoint's
+        overrides["ignore_mismatched_sizes"] = True
     hub_ok = source.kind == "local" or hub_available()
     try:
         return cls.from_pretrained(source.location, local_files_only=not hub_ok, **overrides)
