@@ -3,8 +3,10 @@
 With a zero gradient the ideal distribution update leaves the statistics where they are. WDU refits the
 row/column statistics of the sampled weight itself, so every step re-absorbs the draw's own sample
 means and spread. With fresh draws ('resample') that error is random and partly cancels; with one
-fixed draw ('seeded') it points the same way at every step and accumulates. GDU with a zero gradient
-is the identity in both modes (control).
+fixed draw ('seeded') it points the same way at every step and accumulates. 'wdu-fixed-draw' is the
+rule the library uses for WDU with noise='seeded' (``functional.wdu_update_fixed_draw``: the draw's
+own statistics replaced by their expectation over draws); it should behave like WDU with fresh draws.
+GDU with a zero gradient is the identity in both modes (control).
 
     python scripts/measure_wdu_seeded_drift.py            # writes results/wdu_seeded_drift.{json,md}
     python scripts/measure_wdu_seeded_drift.py --smoke    # tiny, for CI
@@ -19,13 +21,13 @@ import os
 import torch
 
 from isogauss_hf.functional import (
-    RowColStats,
     derive_seed,
     gdu_update,
     row_col_stats,
     sample_weight,
     standard_normal_noise,
     wdu_update,
+    wdu_update_fixed_draw,
 )
 
 
@@ -40,7 +42,12 @@ def run(rule: str, noise: str, out_f: int, in_f: int, steps: int, seed: int = 0)
         draw_seed = derive_seed(seed, "fixed", 0) if noise == "seeded" else derive_seed(seed, "train", t)
         w = sample_weight(*stats, standard_normal_noise((out_f, in_f), draw_seed, generator=gen))
         zero = torch.zeros_like(w)
-        stats = wdu_update(w, zero, 0.0) if rule == "wdu" else gdu_update(stats, w, zero, 0.0)
+        if rule == "wdu":
+            stats = wdu_update(w, zero, 0.0)
+        elif rule == "wdu-fixed-draw":  # what IsoGaussLinear uses for WDU with noise='seeded'
+            stats = wdu_update_fixed_draw(stats, w, zero, 0.0)
+        else:
+            stats = gdu_update(stats, w, zero, 0.0)
         trace.append(
             {
                 "step": t,
@@ -60,9 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     out_f, in_f, steps = (32, 24, 5) if args.smoke else (768, 768, 200)
     results = {}
-    for rule in ("wdu", "gdu"):
-        for noise in ("resample", "seeded"):
-            results[f"{rule}/{noise}"] = run(rule, noise, out_f, in_f, steps)
+    for rule, noise in (("wdu", "resample"), ("wdu", "seeded"), ("wdu-fixed-draw", "seeded"),
+                        ("gdu", "resample"), ("gdu", "seeded")):
+        results[f"{rule}/{noise}"] = run(rule, noise, out_f, in_f, steps)
     checkpoints = sorted({1, 10, 50, steps} & set(range(1, steps + 1)))
     lines = [
         f"WDU/GDU with zero gradient on a {out_f}x{in_f} layer ({steps} steps). Mean shift is |mean_t - mean_0| "

@@ -274,7 +274,3 @@ def test_callback_refuses_fsdp_and_deepspeed(kw, name):
         IsoGaussCallback().on_train_begin(_args(**kw), None, None, model=model)
 
 
-def test_callback_refuses_wdu_with_seeded_noise():
-    model = get_isogauss_model(_bert(), IsoGaussConfig(layers=[1], noise="seeded", rule="gdu"))
-    with pytest.raises(ValueError, match="rule='wdu' with noise='seeded' drifts"):
-        IsoGaussCallback(rule="wdu").on_train_begin(_args(), None, None, model=model)

@@ -192,3 +192,54 @@ def test_standardize_input():
     torch.testing.assert_close(y.mean(-1), torch.zeros(2), atol=1e-6, rtol=0)
     torch.testing.assert_close(y.var(-1, correction=0), torch.ones(2))
     assert y[1].tolist() == pytest.approx([-1.0, -1.0, 1.0, 1.0])
+
+
+def test_expected_refit_matches_monte_carlo_average_of_wdu():
+    from isogauss_hf.functional import expected_refit
+
+    g = torch.Generator().manual_seed(1)
+    w0 = 0.02 * torch.randn(24, 16, generator=g) + 0.01 * torch.randn(24, 1, generator=g)
+    stats = row_col_stats(w0)
+    gen, k = torch.Generator(), 3000
+    acc = [torch.zeros(24), torch.zeros(24), torch.zeros(16), torch.zeros(16)]
+    for s in range(k):
+        w = sample_weight(*stats, standard_normal_noise((24, 16), s, generator=gen))
+        rv, rm = torch.var_mean(w, 1, correction=0)
+        cv, cm = torch.var_mean(w, 0, correction=0)
+        for a, t in zip(acc, (rm, rv, cm, cv)):
+            a += t / k
+    row_mean, row_var, col_mean, col_var = expected_refit(stats)
+    # means within 5 Monte Carlo standard errors; variances within 5 %
+    assert ((row_mean - acc[0]).abs() <= 5 * (row_var / 16 / k).sqrt()).all()
+    assert ((col_mean - acc[2]).abs() <= 5 * (col_var / 24 / k).sqrt()).all()
+    assert ((row_var - acc[1]).abs() <= 0.05 * acc[1]).all()
+    assert ((col_var - acc[3]).abs() <= 0.05 * acc[3]).all()
+
+
+def test_fixed_draw_wdu_does_not_drift_where_plain_wdu_does():
+    from isogauss_hf.functional import wdu_update_fixed_draw
+
+    g = torch.Generator().manual_seed(2)
+    start = row_col_stats(0.02 * torch.randn(48, 32, generator=g))
+    gen = torch.Generator()
+    plain = fixed = start
+    for _ in range(100):
+        w = sample_weight(*plain, standard_normal_noise((48, 32), 7, generator=gen))
+        plain = wdu_update(w, torch.zeros_like(w), 0.0)
+        w = sample_weight(*fixed, standard_normal_noise((48, 32), 7, generator=gen))
+        fixed = wdu_update_fixed_draw(fixed, w, torch.zeros_like(w), 0.0)
+    assert (plain.row_std / start.row_std).mean() > 2.0  # the drift the fixed-draw rule removes
+    assert (fixed.row_std / start.row_std).mean() < 1.0  # WDU's expected behaviour: the std shrinks
+
+
+def test_fixed_draw_wdu_step_effect_equals_plain_wdu_difference():
+    from isogauss_hf.functional import expected_refit, wdu_update_fixed_draw
+
+    stats = row_col_stats(torch.tensor(W))
+    w, grad = torch.tensor(W) + 0.1, torch.tensor(G)
+    new = wdu_update_fixed_draw(stats, w, grad, 0.1)
+    moved, still = wdu_update(w, grad, 0.1), wdu_update(w, torch.zeros_like(grad), 0.0)
+    exp = expected_refit(stats)
+    torch.testing.assert_close(new.row_mean - exp[0], moved.row_mean - still.row_mean)
+    torch.testing.assert_close(new.col_std.square() - exp[3], moved.col_std.square() - still.col_std.square(),
+                               rtol=1e-4, atol=1e-6)

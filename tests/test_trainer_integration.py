@@ -69,9 +69,11 @@ def test_gradient_accumulation_sums_micro_batch_gradients():
     assert not torch.allclose(grads[1], single[1], rtol=1e-3, atol=1e-4 * scale)
 
 
-def test_callback_refuses_wdu_with_seeded_noise(tmp_path):
+def test_trainer_wdu_with_seeded_noise(tmp_path):
     model = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[1], rule="wdu", noise="seeded"))
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, use_cpu=True, report_to=[], save_strategy="no")
-    trainer = Trainer(model=model, args=args, train_dataset=tiny_dataset(), callbacks=[IsoGaussCallback()])
-    with pytest.raises(ValueError, match="noise='resample'"):
-        trainer.train()
+    layer = next(iter(model.isogauss_layers().values()))
+    before = layer.row_std.clone()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, use_cpu=True, report_to=[], save_strategy="no",
+                             learning_rate=5e-2, disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=tiny_dataset(), callbacks=[IsoGaussCallback()]).train()
+    assert not torch.equal(layer.row_std, before) and torch.isfinite(layer.row_std).all()

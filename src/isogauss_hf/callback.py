@@ -143,12 +143,6 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         layers = D.name_layers(model)
         if not layers:
             raise ValueError("IsoGaussCallback: the model has no Gaussian layers; build it with get_isogauss_model")
-        rule = self._rule(model)
-        if rule == "wdu" and any(layer.noise == "seeded" for layer in layers):
-            raise ValueError(
-                "rule='wdu' with noise='seeded' drifts (the refit re-absorbs the fixed draw's own statistics every "
-                "step); train WDU with noise='resample', or use rule='gdu'"
-            )
         from .checkpoint import install_tied_state_dict_hooks
 
         install_tied_state_dict_hooks(model)  # Trainer checkpoints of tied models (GPT-2) need it

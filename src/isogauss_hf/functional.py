@@ -28,6 +28,8 @@ __all__ = [
     "sample_weight",
     "gdu_update",
     "wdu_update",
+    "wdu_update_fixed_draw",
+    "expected_refit",
     "standardize_input",
     "derive_seed",
     "NOISE_BLOCK_ROWS",
@@ -455,6 +457,61 @@ def wdu_update(weight: torch.Tensor, grad: torch.Tensor, lr: float) -> RowColSta
         # W' in one fused pass into a reused buffer (the inputs are left untouched), then one scratch buffer.
         w_new = torch.add(w, g, alpha=-float(lr), out=_scratch(0, w))
         return row_col_stats(w_new, scratch=_scratch(1, w))
+
+
+def expected_refit(stats: RowColStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Expectation over weight draws of the row/column (mean, population variance) of W ~ Eq. (2).
+
+    With mu_ij = a*mu_i + b*mu_j and var_ij from Eq. (2) (a = m/(m+n), b = n/(m+n)):
+        E[rowmean_i]  = a*mu_i + b*mean_j(mu_j)                              (Eq. 8)
+        E[rowvar_i]   = b^2 * var_j(mu_j) + (1 - 1/m) * mean_j(var_ij)
+    and symmetrically for columns (Eq. 9). This is what WDU's refit of a *fresh* draw gives on average:
+    the averaging loop between row and column means and the shrinking variance of Section 3.2.
+    Returns (row_mean, row_var, col_mean, col_var); O(n + m), no (n, m) temporary.
+    """
+    rm, rs, cm, cs = (t.to(torch.float32) for t in stats)
+    n, m = rm.shape[0], cm.shape[0]
+    a, b, c, d, k = _eq2_coefficients(n, m)
+    cm_bar, rm_bar = cm.mean(), rm.mean()
+    cm_var = (cm - cm_bar).square().mean()
+    rm_var = (rm - rm_bar).square().mean()
+    rs2, cs2 = rs.square(), cs.square()
+    row_mean = a * rm + b * cm_bar
+    row_noise = c * rs2 + d * cs2.mean() + k * ((rm - cm_bar).square() + cm_var)  # mean_j var_ij
+    row_var = (b * b) * cm_var + (1.0 - 1.0 / m) * row_noise
+    col_mean = a * rm_bar + b * cm
+    col_noise = c * rs2.mean() + d * cs2 + k * ((cm - rm_bar).square() + rm_var)  # mean_i var_ij
+    col_var = (a * a) * rm_var + (1.0 - 1.0 / n) * col_noise
+    return row_mean, row_var, col_mean, col_var
+
+
+def wdu_update_fixed_draw(stats: RowColStats, weight: torch.Tensor, grad: torch.Tensor, lr: float) -> RowColStats:
+    """WDU (Algorithm 2) for a layer that always uses the same draw (``noise='seeded'``).
+
+    Plain WDU refits the sample statistics of W' = W - lr*grad. With one fixed draw W, the draw's own
+    sampling error (its row/column means and spread differ from the parameters) is re-absorbed at
+    every step in the same direction, so the statistics drift even with a zero gradient
+    (``scripts/measure_wdu_seeded_drift.py``). Here the draw's own statistics are replaced by their
+    expectation over draws (:func:`expected_refit`) while the effect of the step is measured on the
+    actual draw:
+        mean <- E[mean(W)] + mean(W') - mean(W)         = E[mean(W)] - lr*mean(grad)
+        var  <- E[var(W)]  + var(W')  - var(W)          = E[var(W)] + lr^2*var(grad) - 2*lr*cov(W, grad)
+    per row and per column. In expectation over draws this equals plain WDU, without the drift.
+    """
+    w = _as_f32(weight)
+    g = _as_f32(grad)
+    if w.shape != g.shape or w.dim() != 2:
+        raise ValueError(f"weight {tuple(w.shape)} and grad {tuple(g.shape)} must be the same 2-D shape")
+    row_mean, row_var, col_mean, col_var = expected_refit(stats)
+    lr = float(lr)
+    with aux_threads(w.device):
+        scratch = tuple(_scratch(slot, w) for slot in range(3))
+        out = []
+        for mean, var, dim in ((row_mean, row_var, 1), (col_mean, col_var, 0)):
+            _, _, mg, vg, cov = _moments(w, g, dim, scratch)
+            new_var = var + (lr * lr) * vg - (2.0 * lr) * cov
+            out += [mean - lr * mg, new_var.clamp_min(0).sqrt()]
+    return RowColStats(*out)
 
 
 def standardize_input(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -28,6 +28,7 @@ from .functional import (
     standard_normal_noise,
     standardize_input,
     wdu_update,
+    wdu_update_fixed_draw,
 )
 
 __all__ = ["IsoGaussLinear", "IsoGaussFusedLinear", "is_conv1d", "NOISE_MODES", "RULES"]
@@ -421,15 +422,12 @@ class IsoGaussLinear(nn.Module):
         if weight is None or weight.grad is None:
             self.last_weight = None
             return False
-        if rule == "wdu" and self.noise == "seeded":
-            raise ValueError(
-                "rule='wdu' with noise='seeded' drifts: the refit re-absorbs the fixed draw's own row/column "
-                "means and spread at every step. Train WDU with noise='resample' (switch to 'seeded' afterwards "
-                "for deterministic inference), or use rule='gdu' with noise='seeded'."
-            )
         grad = weight.grad
         if rule == "gdu":
             new = gdu_update(self.statistics, weight, grad, float(lr))
+        elif self.noise == "seeded":
+            # one fixed draw: refit without re-absorbing the draw's own sampling error (no drift)
+            new = wdu_update_fixed_draw(self.statistics, weight, grad, float(lr))
         else:
             new = wdu_update(weight, grad, float(lr))
         self.last_weight = None
