@@ -59,16 +59,28 @@ def test_bert_base_parameter_report():
 
 
 def test_eval_averages_num_samples_draws():
-    model = seeded("bert", num_samples=3)
+    model = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[2], noise="resample", num_samples=3)).eval()
     x = example_inputs("bert")
+    start = model._scope_round
+    averaged = model(**x).logits
+    model._scope_round = start  # replay the same three scopes by hand
     per_draw = []
     for k in range(3):
         with model.sampling_scope(k):
             per_draw.append(model.base_model(**x).logits)
-    torch.testing.assert_close(model(**x).logits, torch.stack(per_draw).mean(0))
+    torch.testing.assert_close(averaged, torch.stack(per_draw).mean(0))
     assert not torch.allclose(per_draw[0], per_draw[1])
+
+
+def test_seeded_eval_uses_its_one_draw_whatever_num_samples():
+    model = seeded("bert", num_samples=5)
+    x = example_inputs("bert")
+    with model.sampling_scope(3):
+        in_scope = model.base_model(**x).logits
     model.isogauss_config.num_samples = 1
-    torch.testing.assert_close(model(**x).logits, per_draw[0])
+    single = model(**x).logits
+    model.isogauss_config.num_samples = 5
+    assert torch.equal(model(**x).logits, single) and torch.equal(in_scope, single)
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta", "vit", "gpt2"])

@@ -37,6 +37,16 @@ def _config_fingerprint(config) -> dict[str, Any]:
     return fp
 
 
+def scope_key(layer: IsoGaussLinear, round_: int) -> tuple[str, int]:
+    """The draw a layer uses inside sampling scope number ``round_``."""
+    return ("fixed", 0) if layer.noise == "seeded" else (_STREAM_SCOPE, round_)
+
+
+def has_resample_layers(model: nn.Module) -> bool:
+    """Whether any Gaussian layer of ``model`` draws fresh weights (so averaging draws means anything)."""
+    return any(isinstance(m, IsoGaussLinear) and m.noise != "seeded" for m in model.modules())
+
+
 def _split_name(name: str) -> tuple[str, str]:
     parent, _, child = name.rpartition(".")
     return parent, child
@@ -186,16 +196,17 @@ class IsoGaussModel(nn.Module):
     # ------------------------------------------------------------------ sampling
     @contextlib.contextmanager
     def sampling_scope(self, index: int = 0):
-        """Pin one weight draw in every Gaussian layer for the duration (eval sample ``index``).
+        """Pin one weight draw in every Gaussian layer for the duration (evaluation sample ``index``).
 
-        Seeded layers use their draw ``index`` (0 = the draw that ``export_dense`` writes); resample
-        layers use a fresh draw for each scope. The draw is cached per layer inside the scope.
+        Resample layers use a fresh draw for each scope; seeded layers always use their one draw (draw 0,
+        the draw they were trained on and that ``export_dense`` writes), whatever ``index`` is. The draw
+        is cached per layer inside the scope.
         """
         layers = list(self.isogauss_layers().values())
         round_ = self._scope_round
         self._scope_round += 1
         for layer in layers:
-            layer._draw_override = ("fixed", index) if layer.noise == "seeded" else (_STREAM_SCOPE, round_)
+            layer._draw_override = scope_key(layer, round_)
         try:
             yield
         finally:
@@ -204,9 +215,13 @@ class IsoGaussModel(nn.Module):
                 layer.clear_cache()
 
     def forward(self, *args, **kwargs):
-        """The wrapped model's forward; in eval mode averaged over ``num_samples`` weight draws."""
+        """The wrapped model's forward; in eval mode averaged over ``num_samples`` weight draws.
+
+        Only resample layers have several draws: a model whose Gaussian layers are all seeded runs once
+        (averaging other fixed draws than the one it was trained on measured chance-level accuracy).
+        """
         k = self.isogauss_config.num_samples
-        if self.training or k <= 1 or not self.replaced_modules:
+        if self.training or k <= 1 or not self.replaced_modules or not has_resample_layers(self):
             return self.base_model(*args, **kwargs)
         outputs = []
         for i in range(k):

@@ -179,13 +179,13 @@ class IsoGaussTuner(BaseTuner):
     @contextlib.contextmanager
     def sampling_scope(self, index: int = 0):
         """Pin one weight draw in every Gaussian layer (as :meth:`IsoGaussModel.sampling_scope`)."""
-        from .model import _STREAM_SCOPE
+        from .model import scope_key
 
         layers = list(self.isogauss_layers().values())
         round_ = self.__dict__.setdefault("_scope_round", 0)
         self._scope_round = round_ + 1
         for layer in layers:
-            layer._draw_override = ("fixed", index) if layer.noise == "seeded" else (_STREAM_SCOPE, round_)
+            layer._draw_override = scope_key(layer, round_)
         try:
             yield
         finally:
@@ -208,10 +208,10 @@ class IsoGaussTuner(BaseTuner):
         Task-specific PEFT models (``task_type`` set) call this; a plain ``PeftModel`` calls the transformers model
         directly and so runs one draw per forward.
         """
-        from .model import _average_outputs
+        from .model import _average_outputs, has_resample_layers
 
         k = self.isogauss_config.num_samples
-        if self.training or k <= 1:
+        if self.training or k <= 1 or not has_resample_layers(self.model):
             return self.model(*args, **kwargs)
         outputs = []
         for i in range(k):
