@@ -77,3 +77,19 @@ def test_trainer_wdu_with_seeded_noise(tmp_path):
                              learning_rate=5e-2, disable_tqdm=True)
     Trainer(model=model, args=args, train_dataset=tiny_dataset(), callbacks=[IsoGaussCallback()]).train()
     assert not torch.equal(layer.row_std, before) and torch.isfinite(layer.row_std).all()
+
+
+def test_callback_logs_statistics_trajectories(tmp_path):
+    from isogauss_hf import StatisticsLogger
+
+    model = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[1], rule="gdu", noise="resample"))
+    logger = StatisticsLogger(every=1)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, use_cpu=True,
+                             report_to=[], save_strategy="no", learning_rate=5e-2, disable_tqdm=True)
+    callback = IsoGaussCallback(statistics_logger=logger, statistics_path="stats.json")
+    Trainer(model=model, args=args, train_dataset=tiny_dataset(), callbacks=[callback]).train()
+    name = "bert.encoder.layer.0.attention.self.query"
+    assert logger.layer_steps(name) == [0, 1, 2, 3]
+    series = logger.series(name, "row_mean")
+    assert series.shape[0] == 4 and not torch.equal(series[0], series[-1])
+    assert (tmp_path / "stats.json").stat().st_size > 100

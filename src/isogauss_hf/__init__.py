@@ -11,6 +11,7 @@ from .config import IsoGaussConfig
 from .layer import IsoGaussFusedLinear, IsoGaussLinear
 from .mapping import ARCHITECTURES, ArchitectureSpec, register_architecture
 from .model import IsoGaussModel, get_isogauss_model
+from .tracking import StatisticsLogger
 from . import peft_integration  # noqa: F401  registers the ISOGAUSS method with PEFT
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "ARCHITECTURES",
     "ArchitectureSpec",
     "register_architecture",
+    "StatisticsLogger",
 ]

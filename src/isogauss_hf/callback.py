@@ -83,6 +83,10 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         distribution_lr: override the learning rate of the distribution step.
         check_consistency_every: in a multi-process run, verify every this many optimizer steps that all
             ranks hold identical statistics (raises ``RankDivergenceError``); 0 = never.
+        statistics_logger: a :class:`~isogauss_hf.tracking.StatisticsLogger` that records the row/column
+            statistics at the start of training and after the optimizer steps it selects (the paper's
+            Figures 3-4); with ``statistics_path`` its log is written there at every save and at the end.
+        statistics_path: JSON file for the logger's records (relative paths are under ``args.output_dir``).
     """
 
     def __init__(
@@ -90,6 +94,8 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         rule: Optional[str] = None,
         distribution_lr: Optional[float] = None,
         check_consistency_every: int = 0,
+        statistics_logger=None,
+        statistics_path: Optional[str] = None,
     ) -> None:
         self.rule = check_choice("rule", rule, RULES) if rule is not None else None
         if distribution_lr is not None and (isinstance(distribution_lr, bool) or not distribution_lr > 0):
@@ -99,6 +105,12 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
                 or check_consistency_every < 0:
             raise ValueError(f"check_consistency_every must be an integer >= 0, got {check_consistency_every!r}")
         self.check_consistency_every = check_consistency_every
+        if statistics_path is not None and statistics_logger is None:
+            from .tracking import StatisticsLogger
+
+            statistics_logger = StatisticsLogger()
+        self.statistics_logger = statistics_logger
+        self.statistics_path = statistics_path
         self.applied_steps = 0
         self.skipped_steps = 0
 
@@ -150,6 +162,8 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         for layer in layers:
             layer.hold_draw = True
             layer.reset_draw()
+        if self.statistics_logger is not None:
+            self.statistics_logger.record(state.global_step if state is not None else 0, model, force=True)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if model is not None:
@@ -201,7 +215,21 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         if every and D.is_distributed() and (state.global_step + 1) % every == 0:
             D.check_rank_consistency(model)
 
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.statistics_logger is not None and model is not None:
+            self.statistics_logger.record(state.global_step, model)
+
+    def _write_statistics(self, args, state) -> None:
+        if self.statistics_logger is None or self.statistics_path is None or not state.is_world_process_zero:
+            return
+        path = self.statistics_path
+        if not os.path.isabs(path):
+            path = os.path.join(args.output_dir, path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.statistics_logger.save(path)
+
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._write_statistics(args, state)
         for layer in find_isogauss_layers(model):
             layer.hold_draw = False
             layer.reset_draw()
@@ -225,6 +253,7 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         """Complete the Trainer checkpoint so ``IsoGaussModel.from_pretrained`` loads it."""
         if model is None or not state.is_world_process_zero:
             return
+        self._write_statistics(args, state)
         directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         config = self._config(model)
         metadata = getattr(model, "_metadata", None)
