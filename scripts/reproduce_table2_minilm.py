@@ -76,7 +76,7 @@ def run_one(dataset: str, layers: Optional[list[int]], rule: Optional[str], args
     report = None
     callbacks = []
     if layers:
-        cfg = IsoGaussConfig(layers=list(layers), rule=rule, noise="resample", seed=args.seed,
+        cfg = IsoGaussConfig(layers=list(layers), rule=rule, noise=args.noise, seed=args.seed,
                              num_samples=args.num_samples)
         model = get_isogauss_model(model, cfg)
         rep = model.parameter_report()
@@ -131,7 +131,7 @@ def evaluate(model, test, tokenizer, batch_size: int = 32) -> float:
 def settings_of(args, dataset: str) -> dict[str, Any]:
     return {"train_size": args.sizes[dataset][0], "test_size": args.sizes[dataset][1], "epochs": args.epochs,
             "lr": args.lr, "head_lr": args.head_lr, "num_samples": args.num_samples, "max_length": args.max_length,
-            "seed": args.seed, "batch_size": 16}
+            "seed": args.seed, "batch_size": 16, **({"noise": args.noise} if args.noise != "resample" else {})}
 
 
 def write_outputs(payload: dict[str, Any], out_dir: str, name: str, png: bool = True) -> None:
@@ -162,7 +162,8 @@ def markdown(payload: dict[str, Any]) -> str:
            f"(torch {payload['environment']['torch']}, {payload['environment']['torch_threads']} thread(s)).\n",
            "Test accuracy (%), one seed; 'majority class' is the accuracy of always predicting the most frequent "
            "test label (reference). 'base' is dense fine-tuning; a column `k GDU` / `k WDU` converts all six "
-           "matrices of encoder block(s) k (1-based) to Gaussian layers learned by that rule (noise 'resample'), "
+           f"matrices of encoder block(s) k (1-based) to Gaussian layers learned by that rule (noise "
+           f"'{payload['settings_common'].get('noise', 'resample')}'), "
            f"evaluated with logits averaged over {payload['settings_common']['num_samples']} weight draws.\n"]
     cols = _cols()
     header = ["dataset (train/test examples)", "majority class"] + [c[0] for c in cols]
@@ -235,6 +236,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny subsets, 2 draws, base + one GDU run (seconds)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--rules", nargs="+", default=["gdu", "wdu"], choices=["gdu", "wdu"])
+    parser.add_argument("--noise", default="resample", choices=["resample", "seeded"],
+                        help="noise mode of the Gaussian layers ('seeded': one fixed draw, evaluated on it)")
     parser.add_argument("--train-size", type=int, default=None, help="training examples per dataset (default per dataset)")
     parser.add_argument("--test-size", type=int, default=None, help="test examples per dataset (default per dataset)")
     parser.add_argument("--epochs", type=float, default=1.0)

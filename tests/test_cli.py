@@ -362,3 +362,32 @@ def test_error_bad_flags(capsys, argv, pattern):
         code = e.code
     out, err = capsys.readouterr()
     _one_line_error(code, err, pattern)
+
+
+def test_resume_from_checkpoint_continues_an_interrupted_run(capsys, tiny_bert_dir, monkeypatch, tmp_path):
+    from isogauss_hf import IsoGaussCallback
+
+    recipe = tmp_path / "resume.yaml"
+    recipe.write_text(
+        f"name: resume-test\ntask: text-classification\nmodel: {tiny_bert_dir}\n"
+        f"dataset: {FIXTURES / 'ag_news.jsonl'}\nlayers: [1]\nrule: gdu\nnoise: seeded\nnum_samples: 1\n"
+        "max_steps: 4\nsave_steps: 2\nbatch_size: 2\nlogging_steps: 1\n"
+    )
+    real = IsoGaussCallback.on_step_end
+
+    def crash_at_3(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise RuntimeError("power cut")
+        return real(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(IsoGaussCallback, "on_step_end", crash_at_3)
+    code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "res")
+    assert code == 1 and "power cut" in err
+    assert list(Path("res/checkpoints").glob("*/checkpoint-2"))
+    monkeypatch.setattr(IsoGaussCallback, "on_step_end", real)
+    code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "res", "--resume-from-checkpoint")
+    assert code == 0, err
+    assert "resuming from the last checkpoint" in out
+    assert _results("res")["status"] == "completed"
+    code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "nothing-here", "--resume-from-checkpoint")
+    assert code == 2 and "holds no isogauss-finetune run to resume" in err

@@ -107,6 +107,8 @@ def test_load_from_path_and_name_defaults_to_file_stem(tmp_path):
         ("task: text-classification\nmodel: bert\ndataset: x\ncompare_dense: true\n", "compare_dense needs"),
         ("task: text-classification\nmodel: x\ndataset: y\nfrom_scratch: true\n", "model_config.model_type"),
         ("task: question-answering\nmodel: bert\ndataset: squad\nmax_length: 128\ndoc_stride: 64\n", "doc_stride"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nmomentum: 0.9\n", "for optimizer 'sgd' only"),
+        ("task: text-classification\nmodel: bert\ndataset: x\noptimizer: sgd\nmomentum: 1.0\n", "momentum must be"),
         ("- a\n- b\n", "YAML mapping"),
         ("task: [unclosed\n", "not valid YAML"),
     ],

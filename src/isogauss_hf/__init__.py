@@ -12,6 +12,7 @@ from .layer import IsoGaussFusedLinear, IsoGaussLinear
 from .mapping import ARCHITECTURES, ArchitectureSpec, register_architecture
 from .model import IsoGaussModel, get_isogauss_model
 from .tracking import StatisticsLogger
+from . import models  # noqa: F401  registers the isogauss-ffn8 architecture
 from . import peft_integration  # noqa: F401  registers the ISOGAUSS method with PEFT
 
 __all__ = [

@@ -128,6 +128,8 @@ class Recipe:
     eval_batch_size: Optional[int] = field(default=None, metadata={"help": "Evaluation batch size (None: batch_size)."})
     optimizer: str = field(default="adamw", metadata={"help": f"One of {list(OPTIMIZERS)} (Table 9: SGD for 8FFN)."})
     weight_decay: float = field(default=0.0, metadata={"help": "Weight decay (Table 9)."})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum (optimizer 'sgd' only; Table 9 does not "
+                                                           "state one)."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps of linear warm-up."})
     lr_scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, constant, ...)."})
     seed: int = field(default=42, metadata={"help": "Seed of training, data order and Gaussian noise."})
@@ -169,6 +171,10 @@ class Recipe:
             raise RecipeError(f"max_steps must be a positive integer or -1 (use epochs), got {self.max_steps!r}")
         self.lr = _positive("lr", self.lr)
         self.weight_decay = _positive("weight_decay", self.weight_decay, allow_zero=True)
+        self.momentum = _positive("momentum", self.momentum, allow_zero=True)
+        if self.momentum >= 1 or (self.momentum and self.optimizer != "sgd"):
+            raise RecipeError(f"momentum must be in [0, 1) and is for optimizer 'sgd' only, got {self.momentum!r} "
+                              f"with optimizer {self.optimizer!r}")
         self.warmup_ratio = _positive("warmup_ratio", self.warmup_ratio, allow_zero=True)
         if self.warmup_ratio >= 1:
             raise RecipeError(f"warmup_ratio must be < 1, got {self.warmup_ratio}")

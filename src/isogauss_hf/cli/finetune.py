@@ -42,6 +42,7 @@ __all__ = ["main", "build_parser", "resolve_recipe"]
 PROG = "isogauss-finetune"
 RUN_MARKER = "run.json"
 RESULTS_NAME = "results.json"
+RESUME = False  # set by --resume-from-checkpoint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the dense baseline and print both side by side")
     p.add_argument("--output-dir", help="where results.json and the models go (default: runs/RECIPE)")
     p.add_argument("--overwrite", action="store_true", help="replace the output directory of an earlier run")
+    p.add_argument("--resume-from-checkpoint", action="store_true",
+                   help="continue an interrupted run in --output-dir from its last Trainer checkpoint "
+                        "(statistics, noise state and step are restored; runs that had finished are trained again)")
     p.add_argument("--push-to-hub", metavar="REPO", help="push the final model to this Hub repo (needs a token)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit without training")
     p.add_argument("--list-recipes", action="store_true", help="list recipes, datasets and model aliases, then exit")
@@ -244,8 +248,14 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------- output dir
-def prepare_output_dir(path: str, overwrite: bool) -> Path:
+def prepare_output_dir(path: str, overwrite: bool, resume: bool = False) -> Path:
     out = Path(path).expanduser()
+    if resume:
+        if overwrite:
+            raise UsageError("--resume-from-checkpoint and --overwrite exclude each other")
+        if not (out / RUN_MARKER).is_file():
+            raise UsageError(f"--resume-from-checkpoint: {path!r} holds no isogauss-finetune run to resume")
+        return out
     if out.exists() and not out.is_dir():
         raise UsageError(f"output dir {path!r} is a file")
     if out.is_dir() and any(out.iterdir()):
@@ -297,6 +307,7 @@ def _training_args(recipe: Recipe, output_dir: Path) -> Any:
         lr_scheduler_type=recipe.lr_scheduler,
         warmup_steps=recipe.warmup_ratio,
         optim="sgd" if recipe.optimizer == "sgd" else "adamw_torch",
+        optim_args=f"momentum={recipe.momentum}" if recipe.optimizer == "sgd" and recipe.momentum else None,
         eval_strategy="no",
         save_strategy="steps",
         save_steps=recipe.save_steps,
@@ -343,7 +354,11 @@ def _train_one(recipe: Recipe, layers: Optional[list[int]], ctx: dict[str, Any],
     print(f"\n== {run_name}: " + (f"Gaussian layers {','.join(map(str, layers))} ({recipe.rule})" if gaussian
                                   else "dense baseline (back-propagation)"), flush=True)
     start = time.time()
-    train_output = trainer.train()
+    checkpoints = out / "checkpoints" / run_name
+    resume = RESUME and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    if resume:
+        print(f"   resuming from the last checkpoint in {checkpoints}", flush=True)
+    train_output = trainer.train(resume_from_checkpoint=True if resume else None)
     train_time = time.time() - start
     start = time.time()
     metrics = pipeline.evaluate(trainer, model, ctx["raw_test"], ctx["test"])
@@ -571,7 +586,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UsageError("--push-to-hub: pushing Gaussian models is not available yet in this isogauss-hf "
                                  "version (use --layers none, or push OUTPUT_DIR/model with huggingface_hub)")
         preflight(recipe)
-        out = prepare_output_dir(output_dir, args.overwrite)
+        global RESUME
+        RESUME = bool(args.resume_from_checkpoint)
+        out = prepare_output_dir(output_dir, args.overwrite, RESUME)
         return run_training(recipe, out, args.push_to_hub)
     except (UsageError, RecipeError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
