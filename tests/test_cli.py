@@ -282,8 +282,9 @@ def test_error_missing_offline_asset_names_the_install_command(capsys, monkeypat
     assert not Path("asset").exists()
 
 
-def test_error_dataset_of_another_task(capsys):
-    code, out, err = _run(capsys, "--recipe", "minilm-bbc-news", "--dataset", "squad", "--dry-run")
+def test_error_dataset_of_another_task(capsys, tiny_bert_dir):
+    code, out, err = _run(capsys, "--recipe", "minilm-bbc-news", "--model", tiny_bert_dir, "--layers", "1",
+                          "--dataset", "squad", "--dry-run")
     _one_line_error(code, err, "dataset 'squad' is for question-answering")
 
 
