@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo assets clean
+.PHONY: install test demo assets bench repro clean
 
 install: $(STAMP)
 
@@ -23,6 +23,21 @@ assets: install
 
 demo: assets
 	$(BIN)/isogauss-finetune --recipe minilm-bbc-news --compare-dense --output-dir runs/minilm-bbc-news --overwrite
+
+# Benchmarks and reproductions: they write results/ (see README, Results). Run them on a quiet machine.
+bench: install
+	$(BIN)/python scripts/bench_layer.py --threads 2,1 --repeats 9 --compile --out results/bench_layer
+	$(BIN)/python scripts/bench_model.py --threads 1 --batch 4 --seq 64 --eval-batch 4 --repeats 5 --eval-repeats 2 --out results/bench_model
+
+repro: assets
+	$(BIN)/python scripts/measure_wdu_seeded_drift.py
+	$(BIN)/python scripts/reproduce_table7.py
+	$(BIN)/python scripts/reproduce_table8.py
+	$(BIN)/python scripts/reproduce_figures.py
+	$(BIN)/python scripts/reproduce_table2_minilm.py --datasets tweets --num-samples 3
+	$(BIN)/python scripts/reproduce_table2_minilm.py --datasets bbc_news --train-size 480 --test-size 96 --num-samples 3
+	$(BIN)/python scripts/reproduce_table2_minilm.py --datasets bbc_news --train-size 480 --test-size 96 --num-samples 3 --rules gdu --noise seeded --name table2_minilm_seeded
+	$(BIN)/python scripts/reproduce_table2_minilm.py --datasets tweets --num-samples 3 --rules gdu --noise seeded --name table2_minilm_seeded
 
 clean:
 	rm -rf $(VENV) runs
