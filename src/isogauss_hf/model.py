@@ -47,6 +47,35 @@ def has_resample_layers(model: nn.Module) -> bool:
     return any(isinstance(m, IsoGaussLinear) and m.noise != "seeded" for m in model.modules())
 
 
+@contextlib.contextmanager
+def pin_draws(layers, round_: int):
+    """Hold the draw of sampling scope ``round_`` in every layer of ``layers`` (cached), then release it."""
+    layers = list(layers)
+    for layer in layers:
+        layer._draw_override = scope_key(layer, round_)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._draw_override = None
+            layer.clear_cache()
+
+
+def forward_over_draws(owner, inner: nn.Module, args, kwargs):
+    """``inner(*args, **kwargs)``, averaged over ``owner.isogauss_config.num_samples`` draws in eval mode.
+
+    ``owner`` provides ``sampling_scope`` and ``training``; seeded-only models run once (see ``forward``).
+    """
+    k = owner.isogauss_config.num_samples
+    if owner.training or k <= 1 or not has_resample_layers(inner):
+        return inner(*args, **kwargs)
+    outputs = []
+    for i in range(k):
+        with owner.sampling_scope(i):
+            outputs.append(inner(*args, **kwargs))
+    return _average_outputs(outputs)
+
+
 def _split_name(name: str) -> tuple[str, str]:
     parent, _, child = name.rpartition(".")
     return parent, child
@@ -202,17 +231,10 @@ class IsoGaussModel(nn.Module):
         the draw they were trained on and that ``export_dense`` writes), whatever ``index`` is. The draw
         is cached per layer inside the scope.
         """
-        layers = list(self.isogauss_layers().values())
         round_ = self._scope_round
         self._scope_round += 1
-        for layer in layers:
-            layer._draw_override = scope_key(layer, round_)
-        try:
+        with pin_draws(self.isogauss_layers().values(), round_):
             yield
-        finally:
-            for layer in layers:
-                layer._draw_override = None
-                layer.clear_cache()
 
     def forward(self, *args, **kwargs):
         """The wrapped model's forward; in eval mode averaged over ``num_samples`` weight draws.
@@ -220,14 +242,7 @@ class IsoGaussModel(nn.Module):
         Only resample layers have several draws: a model whose Gaussian layers are all seeded runs once
         (averaging other fixed draws than the one it was trained on measured chance-level accuracy).
         """
-        k = self.isogauss_config.num_samples
-        if self.training or k <= 1 or not self.replaced_modules or not has_resample_layers(self):
-            return self.base_model(*args, **kwargs)
-        outputs = []
-        for i in range(k):
-            with self.sampling_scope(i):
-                outputs.append(self.base_model(*args, **kwargs))
-        return _average_outputs(outputs)
+        return forward_over_draws(self, self.base_model, args, kwargs)
 
     def generate(self, *args, **kwargs):
         """``generate`` of the wrapped model with one weight draw held for the whole call."""

@@ -179,19 +179,12 @@ class IsoGaussTuner(BaseTuner):
     @contextlib.contextmanager
     def sampling_scope(self, index: int = 0):
         """Pin one weight draw in every Gaussian layer (as :meth:`IsoGaussModel.sampling_scope`)."""
-        from .model import scope_key
+        from .model import pin_draws
 
-        layers = list(self.isogauss_layers().values())
         round_ = self.__dict__.setdefault("_scope_round", 0)
         self._scope_round = round_ + 1
-        for layer in layers:
-            layer._draw_override = scope_key(layer, round_)
-        try:
+        with pin_draws(self.isogauss_layers().values(), round_):
             yield
-        finally:
-            for layer in layers:
-                layer._draw_override = None
-                layer.clear_cache()
 
     @contextlib.contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
@@ -208,16 +201,9 @@ class IsoGaussTuner(BaseTuner):
         Task-specific PEFT models (``task_type`` set) call this; a plain ``PeftModel`` calls the transformers model
         directly and so runs one draw per forward.
         """
-        from .model import _average_outputs, has_resample_layers
+        from .model import forward_over_draws
 
-        k = self.isogauss_config.num_samples
-        if self.training or k <= 1 or not has_resample_layers(self.model):
-            return self.model(*args, **kwargs)
-        outputs = []
-        for i in range(k):
-            with self.sampling_scope(i):
-                outputs.append(self.model(*args, **kwargs))
-        return _average_outputs(outputs)
+        return forward_over_draws(self, self.model, args, kwargs)
 
     def generate(self, *args, **kwargs):
         """``generate`` of the model with one weight draw held for the whole call."""
