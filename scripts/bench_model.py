@@ -248,7 +248,8 @@ def bench_eval(args, config, device) -> dict:
         _trim()
         release_workspace()
         before = _resident(device)
-        model = build(config, blocks, "wdu", "seeded", device, num_samples=k).eval()
+        # averaging over draws applies to resample layers only (a seeded layer has its one draw)
+        model = build(config, blocks, "wdu", "resample" if k > 1 else "seeded", device, num_samples=k).eval()
         if lowmem:
             model.enable_low_memory(args.block_rows)
         with torch.no_grad():
@@ -313,7 +314,7 @@ def render_markdown(report: dict) -> str:
         f"{env['threads']} threads; load average before/after {env['load_before']} / {env['load_after']}",
         f"- train: batch {env['batch']} x seq {env['seq']}, {env['optimizer']}, {env['warmup']} warm-up + "
         f"{env['repeats']} interleaved repeats; step = forward + backward + distribution step + optimizer step",
-        f"- eval: batch {env['eval_batch']} x seq {env['seq']}, {env['eval_repeats']} repeats, seeded noise, "
+        f"- eval: batch {env['eval_batch']} x seq {env['seq']}, {env['eval_repeats']} repeats, seeded noise for k=1, resample noise for k>1 (seeded models evaluate their one draw), "
         f"low-memory block {env['block_rows']} rows",
         "- memory: " + env["memory_method"],
         "- ratio = median(variant) / median(dense) wall time; paired = median over repeats of the per-repeat ratio; "
