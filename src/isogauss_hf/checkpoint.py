@@ -79,6 +79,18 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: str, metadata: Op
     save_file(tensors, path, metadata={"format": "pt", **(metadata or {})})
 
 
+def describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
+    """One line naming missing, unexpected and wrong-shaped tensors ('' when everything fits)."""
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    if wrong:
+        problems.append(f"wrong shapes [{'; '.join(wrong)}]")
+    return "; ".join(problems)
+
+
 def load_state_dict_checked(model: nn.Module, path: str) -> None:
     """Load a safetensors file into ``model``; missing, unexpected or wrong-shaped tensors are an error.
 
@@ -108,15 +120,9 @@ def load_state_dict_checked(model: nn.Module, path: str) -> None:
     unexpected = sorted(k for k in shapes if k not in expected)
     wrong = [f"{k}: file {shapes[k]} vs model {tuple(expected[k].shape)}"
              for k in expected if k in shapes and shapes[k] != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {missing}")
-    if unexpected:
-        problems.append(f"unexpected tensors {unexpected}")
-    if wrong:
-        problems.append(f"wrong shapes [{'; '.join(wrong)}]")
+    problems = describe_mismatch(missing, unexpected, wrong)
     if problems:
-        raise ValueError(f"checkpoint {path!r} does not fit the model: " + "; ".join(problems))
+        raise ValueError(f"checkpoint {path!r} does not fit the model: " + problems)
     from safetensors.torch import load_file
 
     try:

@@ -468,6 +468,11 @@ def get_isogauss_model(model: nn.Module, config: IsoGaussConfig) -> IsoGaussMode
         raise ValueError("this model already has Gaussian layers (it is an IsoGaussModel)")
     if not isinstance(config, IsoGaussConfig):
         raise TypeError(f"config must be an IsoGaussConfig, got {type(config).__name__}")
+    return IsoGaussModel._wrap(model, config, convert_in_place(model, config))
+
+
+def convert_in_place(model: nn.Module, config: IsoGaussConfig) -> list[dict[str, Any]]:
+    """Swap the modules ``config`` selects for Gaussian layers inside ``model``; one record per module."""
     targets = resolve_targets(model, config)
     if not targets:
         raise ValueError("the configuration selects no module to convert")
@@ -478,7 +483,7 @@ def get_isogauss_model(model: nn.Module, config: IsoGaussConfig) -> IsoGaussMode
         _replace(model, target.name, layer)
         records.append(_record(target, module, layer))
         del module
-    return IsoGaussModel._wrap(model, config, records)
+    return records
 
 
 def _build_empty(base: nn.Module, config: IsoGaussConfig, records: list[dict[str, Any]]) -> IsoGaussModel:

@@ -32,7 +32,7 @@ from torch import nn
 
 from .config import PEFT_TYPE, IsoGaussConfig
 from .layer import IsoGaussFusedLinear, IsoGaussLinear
-from .mapping import resolve_targets
+from .checkpoint import describe_mismatch
 
 __all__ = ["IsoGaussTuner", "register_with_peft", "PEFT_PREFIX"]
 
@@ -70,7 +70,7 @@ class IsoGaussTuner(BaseTuner):
         state_dict: Optional[dict[str, torch.Tensor]] = None,
     ) -> None:
         """Replace the modules ``IsoGaussConfig`` selects (same resolution as ``get_isogauss_model``)."""
-        from .model import _make_layer, _record, _replace
+        from .model import convert_in_place
 
         config = self.peft_config[adapter_name]
         if not isinstance(config, IsoGaussConfig):
@@ -80,18 +80,9 @@ class IsoGaussTuner(BaseTuner):
                 "this model already has Gaussian layers; an isogauss adapter replaces dense weights, so only one "
                 "isogauss adapter per model is supported"
             )
-        targets = resolve_targets(model, config)
-        if not targets:
-            raise ValueError("the configuration selects no module to convert")
-        records = []
-        for target in targets:
-            module = model.get_submodule(target.name)
-            layer = _make_layer(module, target, config)
-            _replace(model, target.name, layer)
-            records.append(_record(target, module, layer))
-            del module
+        records = convert_in_place(model, config)
         self.replaced_modules = records
-        self.targeted_module_names.extend(t.name for t in targets)
+        self.targeted_module_names.extend(r["name"] for r in records)
         self._mark_only_adapters_as_trainable(model)
         set_additional_trainable_modules(
             model=model,
@@ -155,15 +146,9 @@ class IsoGaussTuner(BaseTuner):
         unexpected = sorted(k for k in found if k not in model_keys and not _under(k, aux_prefixes))
         wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
                  for k, v in gaussian_found.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-        problems = []
-        if missing:
-            problems.append(f"missing tensors {missing}")
-        if unexpected:
-            problems.append(f"unexpected tensors {unexpected}")
-        if wrong:
-            problems.append(f"wrong shapes [{'; '.join(wrong)}]")
+        problems = describe_mismatch(missing, unexpected, wrong)
         if problems:
-            raise ValueError("isogauss adapter does not fit the model: " + "; ".join(problems))
+            raise ValueError("isogauss adapter does not fit the model: " + problems)
         return dict(state_dict)
 
     # ------------------------------------------------------------------ running
