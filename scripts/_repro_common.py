@@ -196,7 +196,7 @@ def make_gaussian(model, layers: Sequence[int], rule: str, noise: str, seed: int
 
 
 def gaussian_layers(model) -> list:
-    from isogauss_hf.layer import IsoGaussLinear
+    from isogauss_hf.layers import IsoGaussLinear
 
     return [m for m in model.modules() if isinstance(m, IsoGaussLinear)]
 
@@ -267,7 +267,7 @@ def evaluate_ffn(model, data: ArrayData, num_samples: int = 1, batch_size: int =
     the layers before the first Gaussian layer are deterministic, so their output is computed once.
     A dense model (or ``num_samples=1``) is evaluated with one forward.
     """
-    from isogauss_hf.layer import IsoGaussLinear
+    from isogauss_hf.layers import IsoGaussLinear
 
     model.eval()
     layers = ffn_layers(model)

@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from isogauss_hf import functional as fn
-from isogauss_hf.layer import IsoGaussLinear
+from isogauss_hf import set_compile
+from isogauss_hf.layers import IsoGaussLinear
+from isogauss_hf.noise import NOISE_BLOCK_ROWS, derive_seed
 
 FULL_SHAPES = [(768, 768), (3072, 768), (768, 3072), (4096, 1024)]
 SMOKE_SHAPES = [(64, 32), (32, 64)]
@@ -74,10 +76,10 @@ class ReferenceGaussian:
         n, m = self.stats[0].shape[0], self.stats[2].shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         noise = torch.empty(n, m, device=x.device)
-        for r0 in range(0, n, fn.NOISE_BLOCK_ROWS):  # serial, one generator
-            self.gen.manual_seed(fn.derive_seed(self.seed, r0))
-            torch.randn(noise[r0 : r0 + fn.NOISE_BLOCK_ROWS].shape, generator=self.gen,
-                        out=noise[r0 : r0 + fn.NOISE_BLOCK_ROWS])
+        for r0 in range(0, n, NOISE_BLOCK_ROWS):  # serial, one generator
+            self.gen.manual_seed(derive_seed(self.seed, r0))
+            torch.randn(noise[r0 : r0 + NOISE_BLOCK_ROWS].shape, generator=self.gen,
+                        out=noise[r0 : r0 + NOISE_BLOCK_ROWS])
         self.seed += 1
         mean, var = fn.eq2_distribution(*self.stats)
         w = (mean + var.sqrt() * noise).requires_grad_(True)
@@ -110,7 +112,7 @@ def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: s
     dense_opt = _make_optimizer(optimizer, dense.parameters(), lr)
 
     def dense_step() -> None:
-        fn.set_compile(False)
+        set_compile(False)
         dense_opt.zero_grad(set_to_none=True)
         dense(x).backward(gy)
         dense_opt.step()
@@ -122,7 +124,7 @@ def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: s
             opt = _make_optimizer(optimizer, [layer.bias], lr)
 
             def step(layer=layer, opt=opt, rule=rule, compiled=compiled) -> None:
-                fn.set_compile(compiled)
+                set_compile(compiled)
                 opt.zero_grad(set_to_none=True)
                 layer(x).backward(gy)
                 layer.distribution_step(rule, lr)
@@ -132,7 +134,7 @@ def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: s
         if reference:
             ref = ReferenceGaussian(layer, rule, lr)
             ref.optimizer = _make_optimizer(optimizer, [ref.bias], lr)
-            variants[f"ref-{rule}"] = lambda ref=ref: (fn.set_compile(False), ref.step(x, gy))
+            variants[f"ref-{rule}"] = lambda ref=ref: (set_compile(False), ref.step(x, gy))
     return variants, {"x": x}
 
 
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--devices", default=None, help="comma list among cpu,cuda (default: cpu and cuda if present)")
     parser.add_argument("--no-reference", action="store_true", help="skip the direct-transcription variants")
     parser.add_argument("--compile", action="store_true",
-                        help="also time gdu/wdu with the torch.compile kernels (isogauss_hf.functional.set_compile)")
+                        help="also time gdu/wdu with the torch.compile kernels (isogauss_hf.set_compile)")
     parser.add_argument("--out", default="results/bench_layer", help="output path prefix (.json and .md are added)")
     args = parser.parse_args(argv)
 
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"[{device} {threads}t {out_f}x{in_f}] {cells}", flush=True)
     finally:
         torch.set_num_threads(initial_threads)
-        fn.set_compile(False)
+        set_compile(False)
     report = {
         "command": "python scripts/bench_layer.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "environment": {

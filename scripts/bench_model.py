@@ -39,8 +39,8 @@ from contextlib import contextmanager
 import torch
 
 from isogauss_hf import IsoGaussConfig, get_isogauss_model
-from isogauss_hf import functional as fn
-from isogauss_hf.functional import release_workspace
+from isogauss_hf._runtime import release_workspace
+from isogauss_hf import set_compile
 
 BLOCK_SETS = {1: [12], 3: [4, 8, 12], 6: [2, 4, 6, 8, 10, 12]}
 
@@ -161,7 +161,7 @@ class Trainee:
         model.train()
 
     def step(self) -> None:
-        fn.set_compile(self.compiled)
+        set_compile(self.compiled)
         self.optimizer.zero_grad(set_to_none=True)
         self.model(**self.batch).loss.backward()
         for layer in self.layers:  # the callback's on_pre_optimizer_step
@@ -228,7 +228,7 @@ def bench_train(args, config, device) -> dict:
         print(f"[train] {t.name}: {med * 1e3:.0f} ms ({med / dense_med:.3f}x, CPU {out[t.name]['cpu_ratio_to_dense']:.3f}x), "
               f"peak +{pk / 2**20:.0f} MB", flush=True)
     del trainees
-    fn.set_compile(False)
+    set_compile(False)
     _trim()
     return out
 
@@ -359,7 +359,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--rules", default="wdu,gdu", help="rules to train with 3 blocks (1 and 6 blocks use the first)")
     parser.add_argument("--compile", action="store_true",
-                        help="also train 3 blocks with the torch.compile kernels (isogauss_hf.functional.set_compile)")
+                        help="also train 3 blocks with the torch.compile kernels (isogauss_hf.set_compile)")
     parser.add_argument("--skip", default="", help="comma list of phases to skip: train,eval,checkpoint")
     parser.add_argument("--out", default="results/bench_model", help="output path prefix (.json and .md are added)")
     args = parser.parse_args(argv)

@@ -21,14 +21,13 @@ import os
 import torch
 
 from isogauss_hf.functional import (
-    derive_seed,
     gdu_update,
     row_col_stats,
     sample_weight,
-    standard_normal_noise,
     wdu_update,
     wdu_update_fixed_draw,
 )
+from isogauss_hf.noise import derive_seed, standard_normal_noise
 
 
 def run(rule: str, noise: str, out_f: int, in_f: int, steps: int, seed: int = 0) -> list[dict[str, float]]:

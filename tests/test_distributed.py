@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import isogauss_hf.distributed as D
-from isogauss_hf import IsoGaussLinear
+from isogauss_hf import IsoGaussLinear, iter_isogauss_layers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -81,7 +81,7 @@ def test_name_layers_strips_wrapper_prefixes():
             self.module.base_model = nn.Module()
             self.module.base_model.enc = _layer()
 
-    names = [layer.qualified_name for layer in D.name_layers(Wrapper())]
+    names = [name for name, _ in iter_isogauss_layers(Wrapper())]
     assert names == ["enc"]
 
 

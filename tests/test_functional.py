@@ -6,17 +6,15 @@ import pytest
 import torch
 
 from isogauss_hf.functional import (
-    NOISE_BLOCK_ROWS,
     RowColStats,
-    derive_seed,
     eq2_distribution,
     gdu_update,
     row_col_stats,
     sample_weight,
-    standard_normal_noise,
     standardize_input,
     wdu_update,
 )
+from isogauss_hf.noise import NOISE_BLOCK_ROWS, derive_seed, standard_normal_noise
 
 
 def pmean(xs):

@@ -5,15 +5,15 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from isogauss_hf.noise import NOISE_BLOCK_ROWS
 from isogauss_hf.functional import (
-    NOISE_BLOCK_ROWS,
     gdu_update,
     row_col_stats,
     standardize_input,
     wdu_update,
     wdu_update_fixed_draw,
 )
-from isogauss_hf.layer import IsoGaussFusedLinear, IsoGaussLinear
+from isogauss_hf.layers import IsoGaussFusedLinear, IsoGaussLinear
 
 
 def make_linear(out_f=6, in_f=4, bias=True, seed=0):

@@ -8,8 +8,8 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from isogauss_hf import IsoGaussConfig, get_isogauss_model
-from isogauss_hf.functional import NOISE_BLOCK_ROWS
-from isogauss_hf.layer import IsoGaussLinear
+from isogauss_hf.noise import NOISE_BLOCK_ROWS
+from isogauss_hf.layers import IsoGaussLinear
 
 B = NOISE_BLOCK_ROWS
 
@@ -173,39 +173,43 @@ def test_model_level_switch_rejects_bad_block_rows_without_changing_anything():
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_threaded_noise_equals_serial_and_blockwise_regeneration(monkeypatch, threads):
-    from isogauss_hf import functional as fn
+    from isogauss_hf import _runtime, noise
 
     shape = (3 * B + 17, 300)  # large enough for the thread pool, with a partial last block
-    monkeypatch.setattr(fn, "NOISE_THREADS", 1)
-    serial = fn.standard_normal_noise(shape, 11, generator=torch.Generator())
-    monkeypatch.setattr(fn, "NOISE_THREADS", threads)
-    threaded = fn.standard_normal_noise(shape, 11, generator=torch.Generator())
+    monkeypatch.setattr(_runtime, "NOISE_THREADS", 1)
+    serial = noise.standard_normal_noise(shape, 11, generator=torch.Generator())
+    monkeypatch.setattr(_runtime, "NOISE_THREADS", threads)
+    threaded = noise.standard_normal_noise(shape, 11, generator=torch.Generator())
     assert torch.equal(threaded, serial)
-    tail = fn.standard_normal_noise((B + 17, 300), 11, generator=torch.Generator(), row_start=2 * B)
+    tail = noise.standard_normal_noise((B + 17, 300), 11, generator=torch.Generator(), row_start=2 * B)
     assert torch.equal(tail, serial[2 * B:])
     assert not torch.equal(serial[:B], serial[B : 2 * B])
 
 
 @pytest.mark.parametrize("rule", ["gdu", "wdu"])
 def test_reused_scratch_buffers_do_not_change_updates(monkeypatch, rule):
+    from isogauss_hf import _runtime
     from isogauss_hf import functional as fn
+    from isogauss_hf.layers.updates import distribution_update
 
     gen = torch.Generator().manual_seed(4)
     w, g = torch.randn(40, 30, generator=gen), torch.randn(40, 30, generator=gen) * 0.1
     stats = fn.row_col_stats(w)
+    step = distribution_update(rule, "resample")
 
     def update():
-        return fn.gdu_update(stats, w, g, 0.1) if rule == "gdu" else fn.wdu_update(w, g, 0.1)
+        return step(stats, w, g, 0.1)
 
-    monkeypatch.setattr(fn, "REUSE_WORKSPACE", False)
+    monkeypatch.setattr(_runtime, "REUSE_WORKSPACE", False)
     fresh = update()
-    monkeypatch.setattr(fn, "REUSE_WORKSPACE", True)
-    fn.gdu_update(fn.row_col_stats(g * 3), g * 5, w, 0.3)  # leave other values in the workspace
+    monkeypatch.setattr(_runtime, "REUSE_WORKSPACE", True)
+    distribution_update("gdu", "resample")(fn.row_col_stats(g * 3), g * 5, w, 0.3)  # leave other values there
     reused = update()
-    for a, b in zip(fresh, reused):
-        assert torch.equal(a, b)
-    fn.release_workspace()
-    assert fn._WORKSPACE.buffers == {}
+    direct = fn.gdu_update(stats, w, g, 0.1) if rule == "gdu" else fn.wdu_update(w, g, 0.1)  # no scratch at all
+    for a, b, c in zip(fresh, reused, direct):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    _runtime.release_workspace()
+    assert _runtime._WORKSPACE.buffers == {}
 
 
 def _train_step(layer, x):
@@ -231,29 +235,39 @@ def test_training_draw_buffer_is_reused_only_when_nobody_holds_the_old_draw():
 
 @pytest.fixture
 def compile_off():
-    from isogauss_hf import functional as fn
+    from isogauss_hf import _runtime
 
-    yield fn
-    fn.set_compile(False)
+    yield _runtime
+    _runtime.set_compile(False)
+
+
+def _updates(stats, w, g):
+    """GDU and WDU through the layers' update table (where compiling applies)."""
+    from isogauss_hf.layers.updates import distribution_update
+
+    return distribution_update("gdu", "resample")(stats, w, g, 0.1), distribution_update("wdu", "resample")(stats, w, g, 0.1)
 
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, compile_off):
-    fn = compile_off
+    rt = compile_off
+    from isogauss_hf import functional as fn
+    from isogauss_hf.layers.updates import distribution_update
+
     gen = torch.Generator().manual_seed(5)
     w, g = torch.randn(30, 20, generator=gen), torch.randn(30, 20, generator=gen)
     stats = fn.row_col_stats(w)
-    expected = fn.gdu_update(stats, w, g, 0.1), fn.wdu_update(w, g, 0.1)
+    expected = _updates(stats, w, g)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(fn, "_COMPILED", {})
-    fn.set_compile(True)
-    with pytest.warns(RuntimeWarning, match="torch.compile kernel 'gdu' failed.*using the eager path"):
-        got = fn.gdu_update(stats, w, g, 0.1)
-    assert not fn.compile_enabled()
-    got_wdu = fn.wdu_update(w, g, 0.1)  # no second warning: eager from now on
+    monkeypatch.setattr(rt, "_COMPILED", {})
+    rt.set_compile(True)
+    with pytest.warns(RuntimeWarning, match="torch.compile of 'gdu_update' failed.*using the eager path"):
+        got = distribution_update("gdu", "resample")(stats, w, g, 0.1)
+    assert not rt.compile_enabled()
+    got_wdu = distribution_update("wdu", "resample")(stats, w, g, 0.1)  # no second warning: eager from now on
     for a, b in zip(got + got_wdu, expected[0] + expected[1]):
         assert torch.equal(a, b)
 
@@ -263,15 +277,17 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, compi
     reason="compiles inductor kernels (~30 s on 2 cores); set ISOGAUSS_TEST_COMPILE=1 to run",
 )
 def test_compiled_kernels_match_the_eager_path(compile_off):
-    fn = compile_off
+    rt = compile_off
+    from isogauss_hf import functional as fn
+
     gen = torch.Generator().manual_seed(6)
     w, g = torch.randn(2 * B + 44, 40, generator=gen) * 0.1 + 0.2, torch.randn(2 * B + 44, 40, generator=gen) * 0.01
     stats = fn.row_col_stats(w)
     layer = _layer(out_f=2 * B + 44, in_f=40)
-    eager = (fn.gdu_update(stats, w, g, 0.1), fn.wdu_update(w, g, 0.1), layer.sample())
-    fn.set_compile(True)
-    compiled = (fn.gdu_update(stats, w, g, 0.1), fn.wdu_update(w, g, 0.1), layer.sample())
-    assert fn.compile_enabled()
+    eager = (*_updates(stats, w, g), layer.sample())
+    rt.set_compile(True)
+    compiled = (*_updates(stats, w, g), layer.sample())
+    assert rt.compile_enabled()
     for a, b in zip(compiled[0] + compiled[1], eager[0] + eager[1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(compiled[2], eager[2], rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from conftest import MODEL_FACTORIES, example_inputs
 from isogauss_hf import IsoGaussConfig, IsoGaussLinear, get_isogauss_model
-from isogauss_hf.layer import IsoGaussFusedLinear
+from isogauss_hf.layers import IsoGaussFusedLinear
 from isogauss_hf.mapping import resolve_targets
 
 EXPECTED = {

@@ -103,7 +103,7 @@ def test_tied_weights_model_checkpoints_and_resumes(tmp_path):
 
 
 def test_state_dict_round_trip_with_tied_hooks():
-    from isogauss_hf.checkpoint import install_tied_state_dict_hooks
+    from isogauss_hf.serialization import install_tied_state_dict_hooks
 
     model = _gpt2()
     full = model.state_dict()
@@ -136,7 +136,7 @@ def _bump(model):
 
 
 def test_save_interrupted_while_writing_weights_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    import isogauss_hf.checkpoint as ck
+    import isogauss_hf.serialization as ck
 
     model = _bert("gdu", "seeded")
     target = tmp_path / "ckpt"
@@ -169,7 +169,7 @@ def test_save_interrupted_while_writing_weights_keeps_previous_checkpoint(tmp_pa
 
 
 def test_interrupted_first_save_leaves_nothing(tmp_path, monkeypatch):
-    import isogauss_hf.checkpoint as ck
+    import isogauss_hf.serialization as ck
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -181,7 +181,7 @@ def test_interrupted_first_save_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_failed_swap_puts_previous_checkpoint_back(tmp_path, monkeypatch):
-    import isogauss_hf.checkpoint as ck
+    import isogauss_hf.serialization as ck
 
     model = _bert("gdu", "seeded")
     target = tmp_path / "ckpt"

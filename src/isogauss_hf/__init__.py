@@ -2,13 +2,34 @@
 
 Selected fully connected layers are stored as the mean and std of every row and column (2n + 2m
 numbers instead of n * m), sampled at run time (Eq. 2), and learned by GDU or WDU.
+
+Where things live (each module's docstring says more):
+
+======================  ===============================================================================
+``settings``            allowed rules / noise modes and their checks (``LayerOptions``)
+``functional``          the equations: Eq. 2, sampling, row/column statistics, GDU, WDU, standardization
+``noise``               seeded standard-normal noise of a draw (the checkpoint contract)
+``_runtime``            threads, ``torch.compile`` of the equations, scratch buffers (``set_compile``)
+``layers``              layer kinds (``IsoGaussLinear``, ...), the (rule, noise) update table
+``config``              ``IsoGaussConfig`` (also a PEFT config)
+``mapping``             where each architecture keeps its blocks and matrices
+``convert``             module replacement, parameter report, ``iter_isogauss_layers``
+``sampling``            evaluation over draws (pinning, averaging)
+``model``               ``IsoGaussModel`` / ``get_isogauss_model``
+``checkpoint``          what a compressed checkpoint holds; ``serialization``: the file I/O
+``hub``                 model card and push; ``peft_integration``: the PEFT method
+``callback``            ``IsoGaussCallback`` (the distribution step in a Trainer); ``distributed``: DDP helpers
+``tracking``            ``StatisticsLogger``; ``errors``: every exception class
+``recipes``, ``cli``    experiments and the ``isogauss-finetune`` command; ``tasks``: datasets and metrics
+======================  ===============================================================================
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
+from ._runtime import set_compile
 from .callback import IsoGaussCallback
 from .config import IsoGaussConfig
-from .layer import IsoGaussFusedLinear, IsoGaussLinear
+from .convert import iter_isogauss_layers
+from .layers import IsoGaussFusedLinear, IsoGaussLayer, IsoGaussLinear
 from .mapping import ARCHITECTURES, ArchitectureSpec, register_architecture
 from .model import IsoGaussModel, get_isogauss_model
 from .tracking import StatisticsLogger
@@ -17,12 +38,15 @@ from . import peft_integration  # noqa: F401  registers the ISOGAUSS method with
 
 __all__ = [
     "__version__",
+    "set_compile",
     "IsoGaussCallback",
     "IsoGaussConfig",
+    "IsoGaussLayer",
     "IsoGaussLinear",
     "IsoGaussFusedLinear",
     "IsoGaussModel",
     "get_isogauss_model",
+    "iter_isogauss_layers",
     "ARCHITECTURES",
     "ArchitectureSpec",
     "register_architecture",

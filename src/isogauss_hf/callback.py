@@ -12,14 +12,14 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from . import distributed as D
-from .layer import IsoGaussLinear, check_choice, RULES
+from .layers import IsoGaussLayer, iter_isogauss_layers
+from .settings import check_rule
 
-__all__ = ["IsoGaussCallback", "find_isogauss_layers"]
+__all__ = ["IsoGaussCallback"]
 
 
-def find_isogauss_layers(model: nn.Module) -> list[IsoGaussLinear]:
-    """Every Gaussian matrix in ``model`` (works through DDP/accelerate wrappers)."""
-    return [m for m in model.modules() if isinstance(m, IsoGaussLinear)]
+def _layers(model: nn.Module) -> list[IsoGaussLayer]:
+    return [layer for _, layer in iter_isogauss_layers(model)]
 
 
 def _grad_scale(optimizer) -> Optional[float]:
@@ -79,7 +79,7 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
     draws depend only on (seed, layer, global step) and the statistics.
 
     Args:
-        rule: override the model config's rule ("gdu" | "wdu").
+        rule: override every layer's own rule (see ``isogauss_hf.settings.RULES``); None = each layer's rule.
         distribution_lr: override the learning rate of the distribution step.
         check_consistency_every: in a multi-process run, verify every this many optimizer steps that all
             ranks hold identical statistics (raises ``RankDivergenceError``); 0 = never.
@@ -97,7 +97,7 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         statistics_logger=None,
         statistics_path: Optional[str] = None,
     ) -> None:
-        self.rule = check_choice("rule", rule, RULES) if rule is not None else None
+        self.rule = check_rule(rule) if rule is not None else None
         if distribution_lr is not None and (isinstance(distribution_lr, bool) or not distribution_lr > 0):
             raise ValueError(f"distribution_lr must be a positive number or None, got {distribution_lr!r}")
         self.distribution_lr = distribution_lr
@@ -117,12 +117,6 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
     # -------------------------------------------------------------- helpers
     def _config(self, model):
         return getattr(model, "isogauss_config", None)
-
-    def _rule(self, model) -> str:
-        if self.rule is not None:
-            return self.rule
-        config = self._config(model)
-        return config.rule if config is not None else "wdu"
 
     def _lr(self, model, optimizer) -> float:
         if self.distribution_lr is not None:
@@ -152,10 +146,13 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
                 f"the optimizer and are neither sharded nor gathered by it; train with DDP (plain accelerate "
                 f"multi-process / torchrun), see configs/accelerate_multi_gpu_ddp.yaml"
             )
-        layers = D.name_layers(model)
+        layers = []
+        for name, layer in iter_isogauss_layers(model):
+            layer.qualified_name = name  # used in the layer's warnings
+            layers.append(layer)
         if not layers:
             raise ValueError("IsoGaussCallback: the model has no Gaussian layers; build it with get_isogauss_model")
-        from .checkpoint import install_tied_state_dict_hooks
+        from .serialization import install_tied_state_dict_hooks
 
         install_tied_state_dict_hooks(model)  # Trainer checkpoints of tied models (GPT-2) need it
         D.broadcast_statistics(model)  # ranks start from rank 0's statistics, whatever they were built from
@@ -167,10 +164,10 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if model is not None:
-            D.set_step_draws(find_isogauss_layers(model), state.global_step)
+            D.set_step_draws(_layers(model), state.global_step)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
-        layers = find_isogauss_layers(model)
+        layers = _layers(model)
         has_grad = [layer.last_weight is not None and layer.last_weight.grad is not None for layer in layers]
         if D.is_distributed():
             counts = D.all_reduce_flags(has_grad, device=layers[0].row_mean.device if layers else None)
@@ -205,10 +202,10 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
             if finite and math.isfinite(total) and coef < 1.0:
                 for i in finite:
                     grads[i].mul_(coef)
-        rule, lr = self._rule(model), self._lr(model, optimizer)
+        lr = self._lr(model, optimizer)
         applied = 0
         for layer in layers:
-            if layer.distribution_step(rule, lr):
+            if layer.distribution_step(self.rule, lr):
                 applied += 1
         self.applied_steps += 1 if applied else 0
         every = self.check_consistency_every
@@ -230,7 +227,7 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._write_statistics(args, state)
-        for layer in find_isogauss_layers(model):
+        for layer in _layers(model):
             layer.hold_draw = False
             layer.reset_draw()
 
@@ -238,7 +235,7 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         if logs is None or model is None:
             return
         extra = {}
-        skipped = sum(layer.skipped_steps for layer in find_isogauss_layers(model))
+        skipped = sum(layer.skipped_steps for layer in _layers(model))
         if skipped:
             extra["isogauss_skipped_layer_steps"] = skipped
         if self.skipped_steps:
@@ -254,14 +251,10 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         if model is None or not state.is_world_process_zero:
             return
         self._write_statistics(args, state)
+        from .checkpoint import complete_trainer_checkpoint
+        from .model import IsoGaussModel
+
         directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        config = self._config(model)
-        metadata = getattr(model, "_metadata", None)
-        if not os.path.isdir(directory) or config is None or metadata is None:
-            return
-        base = model.base_model
-        base.config.save_pretrained(directory)
-        generation_config = getattr(base, "generation_config", None)
-        if generation_config is not None and getattr(base, "can_generate", lambda: False)():
-            generation_config.save_pretrained(directory)
-        config.save_pretrained(directory, extra=metadata())
+        if not os.path.isdir(directory) or not isinstance(model, IsoGaussModel):
+            return  # (a PEFT adapter checkpoint is written by PEFT itself)
+        complete_trainer_checkpoint(directory, model.base_model, model.isogauss_config, model.replaced_modules)

@@ -1,199 +1,148 @@
-"""Reading and writing compressed checkpoints: safetensors only, checked keys and shapes, atomic writes."""
+"""What a compressed checkpoint holds, how it is written, and how a model is rebuilt from it.
+
+A checkpoint directory (``IsoGaussModel.save_pretrained``) holds
+
+* ``config.json`` — the base transformers config (and ``generation_config.json`` for generative models);
+* ``isogauss_config.json`` — the :class:`~isogauss_hf.IsoGaussConfig` fields, ``format_version`` and the
+  metadata written by :func:`checkpoint_metadata`: the base model class, a fingerprint of its config,
+  the records of the replaced modules and the library version;
+* ``model.safetensors`` — the non-replaced weights and, per Gaussian layer, its statistics, noise seed,
+  draw counter and bias (never dense weights of replaced matrices).
+
+:func:`write_checkpoint` / :func:`read_checkpoint` do the work for ``save_pretrained`` / ``from_pretrained``;
+:func:`complete_trainer_checkpoint` adds the two config files to a Trainer checkpoint (the callback's
+``on_save``) so it loads the same way. File-level I/O is in :mod:`isogauss_hf.serialization`.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import importlib
 import os
-import shutil
-import tempfile
-from typing import Optional
+from typing import Any, Optional
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import _find_shared_tensors, save_file
 from torch import nn
 
+from ._version import __version__
+from .config import CONFIG_NAME, FORMAT_VERSION, IsoGaussConfig
+from .convert import build_empty
+from .serialization import atomic_directory, load_state_dict_checked, resolve_checkpoint_dir, save_state_dict
+
 __all__ = [
-    "save_state_dict",
-    "load_state_dict_checked",
-    "atomic_directory",
-    "resolve_checkpoint_dir",
-    "install_tied_state_dict_hooks",
-    "TRAINER_KEY_PREFIX",
+    "WEIGHTS_NAME",
+    "checkpoint_metadata",
+    "write_checkpoint",
+    "read_checkpoint",
+    "complete_trainer_checkpoint",
+    "config_fingerprint",
 ]
 
-#: Prefix of every key in a Trainer checkpoint of an IsoGaussModel: the Trainer saves
-#: ``IsoGaussModel.state_dict()`` (the wrapped model is its ``base_model`` attribute), while
-#: ``IsoGaussModel.save_pretrained`` writes the wrapped model's own keys.
-TRAINER_KEY_PREFIX = "base_model."
+WEIGHTS_NAME = "model.safetensors"
+# Base-config attributes compared between a checkpoint and the model it is loaded into.
+_FINGERPRINT_KEYS = (
+    "model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
+    "vocab_size", "n_embd", "n_layer", "n_inner", "n_head", "image_size", "patch_size", "num_channels",
+)
+_ALLOWED_CLASS_MODULES = ("transformers", "isogauss_hf")
+#: Fields that fix which modules are Gaussian (and their draws): a load cannot override them.
+FIXED_AT_LOAD = ("layers", "target_modules", "layers_pattern", "standardize", "seed")
 
 
-def _shared_aliases(state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
-    """For each name of a tensor that shares storage with another, the one name kept (sorted first)."""
-    alias: dict[str, str] = {}
-    for group in _find_shared_tensors(state_dict):
-        if len(group) > 1:
-            keep = sorted(group)[0]
-            alias.update({n: keep for n in group if n != keep})
-    return alias
+def config_fingerprint(config: Any) -> dict[str, Any]:
+    """The base-config values a checkpoint must agree with (sizes, model type, number of labels)."""
+    fp = {k: getattr(config, k) for k in _FINGERPRINT_KEYS if getattr(config, k, None) is not None}
+    id2label = getattr(config, "id2label", None)
+    if id2label:
+        fp["num_labels"] = len(id2label)
+    return fp
 
 
-def install_tied_state_dict_hooks(module: nn.Module) -> None:
-    """Make ``module.state_dict()`` list tied (storage-sharing) tensors once, and loading accept that.
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
 
-    ``Trainer`` saves a model that is not a ``PreTrainedModel`` with ``safetensors.save_file(model.state_dict())``,
-    which refuses tensors sharing memory (GPT-2's ``lm_head.weight`` is ``wte.weight``). After this call the
-    state dict keeps one name per tied group (the first in sorted order, as :func:`save_state_dict`), and
-    ``load_state_dict`` fills the other names from it, so ``strict=True`` loads of such a dict still work.
-    Idempotent.
+
+def _import_class(path: str) -> type:
+    module_name, _, qualname = path.partition(":")
+    if module_name.split(".")[0] not in _ALLOWED_CLASS_MODULES:
+        raise ValueError(f"refusing to import base model class {path!r}: only classes from "
+                         f"{_ALLOWED_CLASS_MODULES} are loaded")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def checkpoint_metadata(base_model: nn.Module, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metadata stored next to the config fields in ``isogauss_config.json``."""
+    return {
+        "base_model_class": _class_path(type(base_model)),
+        "base_config_fingerprint": config_fingerprint(base_model.config),
+        "replaced_modules": records,
+        "isogauss_hf_version": __version__,
+        "base_model_name_or_path": getattr(base_model, "name_or_path", None) or None,
+    }
+
+
+def _write_configs(directory: str, base_model: nn.Module, config: IsoGaussConfig,
+                   records: list[dict[str, Any]]) -> None:
+    base_model.config.save_pretrained(directory)
+    generation_config = getattr(base_model, "generation_config", None)
+    if generation_config is not None and getattr(base_model, "can_generate", lambda: False)():
+        generation_config.save_pretrained(directory)
+    config.save_pretrained(directory, extra=checkpoint_metadata(base_model, records))
+
+
+def write_checkpoint(directory: str, base_model: nn.Module, config: IsoGaussConfig, records: list[dict[str, Any]],
+                     state_dict: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Write the compressed checkpoint of ``base_model`` (its Gaussian modules in place) atomically."""
+    with atomic_directory(directory) as tmp:
+        _write_configs(tmp, base_model, config, records)
+        sd = state_dict if state_dict is not None else base_model.state_dict()
+        sd = {k[len("base_model."):] if k.startswith("base_model.") else k: v for k, v in sd.items()}
+        save_state_dict(sd, os.path.join(tmp, WEIGHTS_NAME), metadata={"isogauss_format_version": str(FORMAT_VERSION)})
+
+
+def complete_trainer_checkpoint(directory: str, base_model: nn.Module, config: IsoGaussConfig,
+                                records: list[dict[str, Any]]) -> None:
+    """Add ``config.json`` and ``isogauss_config.json`` to a Trainer checkpoint directory (weights are there)."""
+    _write_configs(directory, base_model, config, records)
+
+
+def read_checkpoint(name_or_path: str, revision: Optional[str] = None,
+                    overrides: Optional[dict[str, Any]] = None) -> tuple[nn.Module, IsoGaussConfig, list[dict[str, Any]]]:
+    """Rebuild ``(base model with its Gaussian modules, config, records)`` from a checkpoint (dir or Hub id).
+
+    Only the base config, the non-replaced weights and the statistics are read: the base model is built
+    from its config, never from dense pretrained weights. ``overrides`` replace config fields for this
+    load (e.g. ``noise="seeded"``, ``num_samples=10``), except the fields in :data:`FIXED_AT_LOAD`.
     """
-    if getattr(module, "_isogauss_tied_hooks", False):
-        return
+    from transformers import AutoConfig
+    from transformers.initialization import no_init_weights
 
-    def drop_aliases(mod, state_dict, prefix, local_metadata):
-        for name in _shared_aliases({k: v for k, v in state_dict.items() if k.startswith(prefix)}):
-            state_dict.pop(name, None)
-        return state_dict
-
-    def fill_aliases(mod, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        params = {prefix + n: p for n, p in mod.named_parameters(remove_duplicate=False)}
-        for group in _find_shared_tensors(params):
-            present = [n for n in sorted(group) if n in state_dict]
-            if len(group) > 1 and present:
-                for n in group:
-                    state_dict.setdefault(n, state_dict[present[0]])
-
-    module._register_state_dict_hook(drop_aliases)
-    module._register_load_state_dict_pre_hook(fill_aliases, with_module=True)
-    module._isogauss_tied_hooks = True
-
-
-def save_state_dict(state_dict: dict[str, torch.Tensor], path: str, metadata: Optional[dict[str, str]] = None) -> None:
-    """Save tensors to safetensors, keeping one name per group of tensors that share storage (tied weights)."""
-    drop: set[str] = set()
-    for group in _find_shared_tensors(state_dict):
-        if len(group) > 1:
-            keep = sorted(group)[0]
-            drop.update(n for n in group if n != keep)
-    tensors = {k: v.detach().contiguous() for k, v in state_dict.items() if k not in drop}
-    save_file(tensors, path, metadata={"format": "pt", **(metadata or {})})
-
-
-def describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
-    """One line naming missing, unexpected and wrong-shaped tensors ('' when everything fits)."""
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {missing}")
-    if unexpected:
-        problems.append(f"unexpected tensors {unexpected}")
-    if wrong:
-        problems.append(f"wrong shapes [{'; '.join(wrong)}]")
-    return "; ".join(problems)
-
-
-def load_state_dict_checked(model: nn.Module, path: str) -> None:
-    """Load a safetensors file into ``model``; missing, unexpected or wrong-shaped tensors are an error.
-
-    Tensors that share storage in ``model`` (tied weights) may be present under any one of their names.
-    A Trainer checkpoint (every key prefixed ``base_model.``, see :data:`TRAINER_KEY_PREFIX`) loads into
-    the wrapped model too. Never unpickles: safetensors holds raw tensors only.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint weights {path!r} not found")
-    expected = model.state_dict()
-    try:
-        with safe_open(path, framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for corrupted files
-        raise ValueError(f"cannot read {path!r} as safetensors (corrupted or truncated?): {e}") from None
-    strip = ""
-    if shapes and all(k.startswith(TRAINER_KEY_PREFIX) for k in shapes) and not any(
-        k.startswith(TRAINER_KEY_PREFIX) for k in expected
-    ):
-        strip = TRAINER_KEY_PREFIX
-        shapes = {k[len(strip):]: v for k, v in shapes.items()}
-    aliases: dict[str, set[str]] = {}
-    for group in _find_shared_tensors(expected):
-        for name in group:
-            aliases[name] = group
-    missing = [k for k in expected if k not in shapes and not (aliases.get(k, set()) & shapes.keys())]
-    unexpected = sorted(k for k in shapes if k not in expected)
-    wrong = [f"{k}: file {shapes[k]} vs model {tuple(expected[k].shape)}"
-             for k in expected if k in shapes and shapes[k] != tuple(expected[k].shape)]
-    problems = describe_mismatch(missing, unexpected, wrong)
-    if problems:
-        raise ValueError(f"checkpoint {path!r} does not fit the model: " + problems)
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(path)
-    except Exception as e:
-        raise ValueError(f"cannot read {path!r} as safetensors (corrupted or truncated?): {e}") from None
-    if strip:
-        state = {k[len(strip):]: v for k, v in state.items()}
-    model.load_state_dict(state, strict=False)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str):
-    """Yield a temporary directory next to ``target``; on success it replaces ``target`` by renames.
-
-    Files already in ``target`` that the new save does not write (a tokenizer, training args) are kept:
-    they are copied into the temporary directory before the swap. An exception while writing removes
-    the temporary directory and leaves ``target`` untouched, so no half-written checkpoint is ever
-    visible under ``target``. The swap is two renames (``target`` -> ``.NAME.old-*``, temporary ->
-    ``target``); only a hard kill between them leaves ``target`` missing, with the complete previous
-    checkpoint in the ``.old-`` directory next to it.
-    """
-    target = os.path.abspath(target)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; a saved model directory should not be
-    try:
-        yield tmp
-        if os.path.isdir(target):
-            written = set(os.listdir(tmp))
-            for name in os.listdir(target):
-                if name not in written:
-                    src = os.path.join(target, name)
-                    (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(target, old)
-            try:
-                os.rename(tmp, target)
-            except BaseException:
-                os.rename(old, target)  # put the previous checkpoint back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def resolve_checkpoint_dir(name_or_path: str, revision: Optional[str] = None) -> str:
-    """A local checkpoint directory, or a Hub repo id downloaded to the cache (config and weights only)."""
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    if os.path.exists(name_or_path):
-        raise ValueError(f"{name_or_path!r} is a file; give the checkpoint directory")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(
-            name_or_path,
-            revision=revision,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.md"],
-        )
-    except Exception as e:
-        raise OSError(
-            f"{name_or_path!r} is not a local directory and could not be fetched from the Hub "
-            f"({type(e).__name__}: {e})"
-        ) from None
+    directory = resolve_checkpoint_dir(str(name_or_path), revision=revision)
+    config, meta = IsoGaussConfig.load_with_metadata(directory)
+    if overrides:
+        fixed = sorted(set(overrides) & set(FIXED_AT_LOAD))
+        if fixed:
+            raise ValueError(f"cannot override {fixed} when loading: the checkpoint's Gaussian modules are fixed; "
+                             f"overridable fields: noise, num_samples, rule, distribution_lr, std_floor")
+        config = IsoGaussConfig.from_dict({**config.to_dict(), **overrides})
+    base_config = AutoConfig.from_pretrained(directory)
+    expected = meta.get("base_config_fingerprint") or {}
+    found = config_fingerprint(base_config)
+    diff = {k: (v, found.get(k)) for k, v in expected.items() if found.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs config.json {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"config.json in {directory!r} does not match the base model this checkpoint was made "
+                         f"for ({detail})")
+    if "base_model_class" not in meta or "replaced_modules" not in meta:
+        raise ValueError(f"{CONFIG_NAME} in {directory!r} lacks base_model_class/replaced_modules metadata")
+    base_cls = _import_class(meta["base_model_class"])
+    with no_init_weights():
+        base = base_cls(base_config)
+    if hasattr(base, "tie_weights"):
+        base.tie_weights()  # under no_init_weights transformers leaves tied weights untied
+    records = [dict(r) for r in meta["replaced_modules"]]
+    build_empty(base, config, records)
+    load_state_dict_checked(base, os.path.join(directory, WEIGHTS_NAME))
+    return base, config, records

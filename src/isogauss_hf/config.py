@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from peft import PeftConfig
 
-from .layer import NOISE_MODES, RULES, check_choice
+from .settings import DEFAULT_NOISE, DEFAULT_RULE, NOISE_HELP, RULE_HELP, LayerOptions
 
 __all__ = ["IsoGaussConfig", "CONFIG_NAME", "FORMAT_VERSION", "IsoGaussPeftType", "PEFT_TYPE"]
 
@@ -63,14 +63,12 @@ class IsoGaussConfig(PeftConfig):
                           "module name; used to apply `layers` to modules matched by patterns."},
     )
     rule: str = field(
-        default="wdu",
-        metadata={"help": "Distribution update: 'gdu' (Algorithm 1, add the distribution of the step) or "
-                          "'wdu' (Algorithm 2, refit the statistics of the SGD-updated sampled weights)."},
+        default=DEFAULT_RULE,
+        metadata={"help": "How the statistics learn: " + "; ".join(f"'{k}': {v}" for k, v in RULE_HELP.items())},
     )
     noise: str = field(
-        default="resample",
-        metadata={"help": "'resample': a fresh weight draw at every step/forward (the paper's run-time sampling). "
-                          "'seeded': one fixed draw per layer seed, deterministic and reproducible bit for bit."},
+        default=DEFAULT_NOISE,
+        metadata={"help": "How weights are drawn: " + "; ".join(f"'{k}': {v}" for k, v in NOISE_HELP.items())},
     )
     seed: int = field(
         default=0,
@@ -172,22 +170,17 @@ class IsoGaussConfig(PeftConfig):
                 )
             if not all(isinstance(t, str) and t for t in self.target_modules):
                 raise ValueError(f"target_modules must be non-empty strings, got {self.target_modules!r}")
-        self.rule = check_choice("rule", self.rule, RULES)
-        self.noise = check_choice("noise", self.noise, NOISE_MODES)
+        options = LayerOptions.build(self)  # rule, noise, standardize, std_floor: validated where the layer does
+        self.rule, self.noise, self.std_floor = options.rule, options.noise, options.std_floor
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
-        if not isinstance(self.standardize, bool):
-            raise ValueError(f"standardize must be true or false, got {self.standardize!r}")
         if self.distribution_lr is not None:
             if isinstance(self.distribution_lr, bool) or not isinstance(self.distribution_lr, (int, float)) \
-                    or not self.distribution_lr > 0:
-                raise ValueError(f"distribution_lr must be a positive number or None, got {self.distribution_lr!r}")
+                    or not 0 < self.distribution_lr < float("inf"):
+                raise ValueError(f"distribution_lr must be a positive number (finite) or None, got {self.distribution_lr!r}")
             self.distribution_lr = float(self.distribution_lr)
-        if isinstance(self.std_floor, bool) or not isinstance(self.std_floor, (int, float)) or self.std_floor < 0:
-            raise ValueError(f"std_floor must be a number >= 0, got {self.std_floor!r}")
-        self.std_floor = float(self.std_floor)
 
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict[str, Any]:

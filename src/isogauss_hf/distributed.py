@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .layer import IsoGaussLinear
+from .errors import RankDivergenceError
+from .layers import IsoGaussLayer, iter_isogauss_layers
 
 __all__ = [
     "is_distributed",
@@ -34,15 +35,11 @@ __all__ = [
     "all_reduce_flags",
     "broadcast_statistics",
     "set_step_draws",
-    "name_layers",
-    "named_isogauss_layers",
     "check_rank_consistency",
     "RankDivergenceError",
 ]
 
 
-class RankDivergenceError(RuntimeError):
-    """The ranks of a data-parallel run hold different Gaussian statistics."""
 
 
 def is_distributed() -> bool:
@@ -58,32 +55,7 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def named_isogauss_layers(model: nn.Module) -> list[tuple[str, IsoGaussLinear]]:
-    """Every Gaussian matrix in ``model`` with its qualified name, wrappers' prefixes removed.
-
-    DDP's ``module.`` and the IsoGaussModel ``base_model.`` prefixes are stripped so names match
-    ``IsoGaussModel.isogauss_layers()`` keys and the ones in warnings are the transformers names.
-    """
-    out = []
-    for name, module in model.named_modules():
-        if isinstance(module, IsoGaussLinear):
-            for prefix in ("module.", "base_model."):
-                if name.startswith(prefix):
-                    name = name[len(prefix):]
-            out.append((name, module))
-    return out
-
-
-def name_layers(model: nn.Module) -> list[IsoGaussLinear]:
-    """Give each Gaussian layer its qualified module name (used in its warnings); return the layers."""
-    layers = []
-    for name, layer in named_isogauss_layers(model):
-        layer.qualified_name = name
-        layers.append(layer)
-    return layers
-
-
-def set_step_draws(layers: Iterable[IsoGaussLinear], global_step: int) -> None:
+def set_step_draws(layers: Iterable[IsoGaussLayer], global_step: int) -> None:
     """Key the next training draw of every resample-mode layer by ``global_step``.
 
     The draw of a step is then ``derive_seed(layer seed, "train", global_step)`` with the layer seed
@@ -138,10 +110,10 @@ def _comm_device(group=None) -> torch.device:
     return torch.device("cpu")
 
 
-def _flat_statistics(layers: Sequence[IsoGaussLinear]) -> torch.Tensor:
+def _flat_statistics(layers: Sequence[IsoGaussLayer]) -> torch.Tensor:
     if not layers:
         return torch.zeros(0)
-    return torch.cat([getattr(layer, name).reshape(-1) for layer in layers for name in IsoGaussLinear.STAT_NAMES])
+    return torch.cat([getattr(layer, name).reshape(-1) for layer in layers for name in IsoGaussLayer.STAT_NAMES])
 
 
 def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -157,8 +129,8 @@ def broadcast_statistics(model: nn.Module, src: int = 0, group=None) -> None:
     """Copy every Gaussian layer's statistics and noise seed from rank ``src`` to all ranks."""
     if not is_distributed():
         return
-    for _, layer in named_isogauss_layers(model):
-        for name in IsoGaussLinear.STAT_NAMES + ("noise_seed", "draw_counter"):
+    for _, layer in iter_isogauss_layers(model):
+        for name in IsoGaussLayer.STAT_NAMES + ("noise_seed", "draw_counter"):
             dist.broadcast(getattr(layer, name), src=src, group=group)
         layer._after_load(layer, None)  # refresh the cached seed/counter and invalidate draws
 
@@ -169,7 +141,7 @@ def check_rank_consistency(model: nn.Module, atol: float = 0.0, group=None) -> f
     Gathers the concatenated statistics of all Gaussian layers (2n + 2m numbers per matrix, small)
     and compares them with rank 0's. Returns the largest absolute difference (0.0 in one process).
     """
-    named = named_isogauss_layers(model)
+    named = list(iter_isogauss_layers(model))
     if not is_distributed():
         return 0.0
     layers = [layer for _, layer in named]
@@ -185,7 +157,7 @@ def check_rank_consistency(model: nn.Module, atol: float = 0.0, group=None) -> f
         # name the first layer that differs
         offset, culprit = 0, "?"
         for name, layer in named:
-            size = 2 * (layer.out_features + layer.in_features)
+            size = layer.num_gaussian_parameters
             if _max_abs_diff(gathered[worst_rank][offset : offset + size], gathered[0][offset : offset + size]) > atol:
                 culprit = name
                 break

@@ -1,10 +1,9 @@
-"""Sharing compressed checkpoints on the Hugging Face Hub: model card generation and push.
+"""Pushing compressed checkpoints to the Hugging Face Hub.
 
 A compressed checkpoint (``IsoGaussModel.save_pretrained``) holds the base config, the non-replaced weights and,
 for every Gaussian layer, its row/column means and stds (Eq. 2) -- 2(n + m) numbers instead of n * m. Pushing it
-uploads those files with the tokenizer or image processor files next to them and a generated model card: YAML
-metadata (base model, ``library_name: isogauss-hf``, tags, datasets, metrics from ``results.json``), the per-block
-parameter report and compression ratio, and the exact loading snippet.
+uploads those files with the tokenizer or image processor files next to them and a generated model card
+(:mod:`isogauss_hf.card`).
 
 Uses ``huggingface_hub`` (``HfApi.create_repo`` + ``HfApi.upload_folder``, ``ModelCard``/``ModelCardData``);
 honours ``HF_TOKEN`` (and a saved ``hf auth login``) and ``HF_ENDPOINT`` (read at call time).
@@ -13,11 +12,10 @@ honours ``HF_TOKEN`` (and a saved ``hf auth login``) and ``HF_ENDPOINT`` (read a
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from typing import Any, Optional, Union
 
-from .config import CONFIG_NAME
+from .card import MODEL_CARD_NAME, RESULTS_NAME, build_model_card, check_checkpoint, load_results, summarize_results
 
 __all__ = [
     "push_checkpoint",
@@ -31,28 +29,10 @@ __all__ = [
     "RESULTS_NAME",
 ]
 
-MODEL_CARD_NAME = "README.md"
-RESULTS_NAME = "results.json"
-WEIGHTS_NAME = "model.safetensors"
 #: Top-level files of a checkpoint directory that are uploaded: configs, safetensors weights, tokenizer and image
 #: processor files. Pickles (``*.bin``, ``training_args.bin``, optimizer states) and sub-directories never are.
 UPLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", MODEL_CARD_NAME)
 _NEVER_UPLOAD = ("trainer_state.json", "optimizer*", "scheduler*", "rng_state*", "training_args*")
-
-# transformers class-name suffix -> Hub pipeline tag
-_PIPELINE_TAGS = (
-    ("ForSequenceClassification", "text-classification"),
-    ("ForTokenClassification", "token-classification"),
-    ("ForQuestionAnswering", "question-answering"),
-    ("ForImageClassification", "image-classification"),
-    ("ForCausalLM", "text-generation"),
-    ("LMHeadModel", "text-generation"),
-    ("ForConditionalGeneration", "text2text-generation"),
-    ("ForMaskedLM", "fill-mask"),
-)
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
-                    "spiece.model", "sentencepiece.bpe.model")
-_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "image_processor_config.json")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -76,98 +56,6 @@ def _endpoint() -> Optional[str]:
     return value.rstrip("/") if value else None
 
 
-def load_results(results: Union[None, str, os.PathLike, dict[str, Any]], checkpoint_dir: Optional[str] = None
-                 ) -> dict[str, Any]:
-    """Results as a dict: given directly, read from a JSON path, or ``results.json`` in ``checkpoint_dir`` or,
-    failing that, in its parent (``isogauss-finetune`` writes ``OUTPUT_DIR/results.json`` and ``OUTPUT_DIR/model``).
-
-    Accepted layouts: ``{"metrics": {"accuracy": 0.91, ...}, "dataset": "ag_news", "task": "...",
-    "base_model": "..."}`` or a flat ``{"eval_accuracy": 0.91, ...}`` (numeric values are metrics).
-    """
-    if results is None:
-        candidates = [os.path.join(checkpoint_dir, RESULTS_NAME),  # next to the weights
-                      os.path.join(os.path.dirname(os.path.abspath(checkpoint_dir)), RESULTS_NAME)  # finetune CLI
-                      ] if checkpoint_dir else []
-        path = next((c for c in candidates if os.path.isfile(c)), None)
-        if path is None:
-            return {}
-        results = path
-    if isinstance(results, (str, os.PathLike)):
-        try:
-            with open(results, encoding="utf-8") as f:
-                results = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read results from {os.fspath(results)!r}: {e}") from None
-    if not isinstance(results, dict):
-        raise ValueError(f"results must be a dict or a JSON object file, got {type(results).__name__}")
-    return dict(results)
-
-
-def _numeric_metrics(source: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in source.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if key.endswith(("_runtime", "_samples_per_second", "_steps_per_second")) or key in ("epoch", "step"):
-            continue
-        out[key] = float(value)
-    return out
-
-
-def summarize_results(results: dict[str, Any]) -> dict[str, Any]:
-    """``metrics``, ``datasets``, ``dataset_name``, ``task`` and ``base_model`` read from a results dict.
-
-    Understands ``isogauss-finetune``'s ``results.json`` (``runs[-1]`` of the Gaussian run: ``metrics``;
-    ``dataset.name``; ``recipe.task``), ``{"metrics": {...}, "dataset": ..., "task": ..., "base_model": ...}``
-    and a flat ``{"eval_accuracy": ...}`` (numeric values are metrics).
-    """
-    runs = results.get("runs")
-    recipe = results.get("recipe") if isinstance(results.get("recipe"), dict) else {}
-    if isinstance(runs, list) and runs and all(isinstance(r, dict) for r in runs):
-        run = next((r for r in reversed(runs) if r.get("gaussian")), runs[-1])
-        metrics = _numeric_metrics(run.get("metrics") or {})
-    elif isinstance(results.get("metrics"), dict):
-        metrics = _numeric_metrics(results["metrics"])
-    else:
-        metrics = _numeric_metrics(results)
-    dataset = results.get("dataset", results.get("datasets"))
-    dataset_name = results.get("dataset_name")
-    if isinstance(dataset, dict):
-        dataset = dataset.get("name")
-    if dataset is None:
-        dataset = recipe.get("dataset")
-    datasets = _as_list(dataset)
-    return {
-        "metrics": metrics,
-        "datasets": datasets,
-        "dataset_name": dataset_name or (datasets[0] if datasets else None),
-        "task": results.get("task") or recipe.get("task"),
-        "base_model": results.get("base_model"),
-    }
-
-
-def _hub_model_id(name: Optional[str]) -> Optional[str]:
-    """``name`` if it can be a Hub model id (not a local path), else None."""
-    if not name or not isinstance(name, str) or os.path.exists(name) or name.startswith((".", "/", "~")):
-        return None
-    return name if name.count("/") <= 1 and "\\" not in name else None
-
-
-def _metric_type(name: str) -> str:
-    for prefix in ("eval_", "test_", "predict_"):
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]
-
-
 def checkpoint_files(checkpoint_dir: str) -> list[str]:
     """The top-level files of ``checkpoint_dir`` that a push uploads (sorted; see :data:`UPLOAD_PATTERNS`)."""
     names = []
@@ -179,154 +67,6 @@ def checkpoint_files(checkpoint_dir: str) -> list[str]:
         if any(fnmatch.fnmatch(name, p) for p in UPLOAD_PATTERNS):
             names.append(name)
     return names
-
-
-def _check_checkpoint(checkpoint_dir: str) -> None:
-    if not os.path.isdir(checkpoint_dir):
-        raise FileNotFoundError(f"checkpoint directory {checkpoint_dir!r} does not exist")
-    missing = [n for n in (CONFIG_NAME, "config.json", WEIGHTS_NAME) if not os.path.isfile(os.path.join(checkpoint_dir, n))]
-    if missing:
-        raise ValueError(
-            f"{checkpoint_dir!r} is not an isogauss-hf compressed checkpoint (missing {missing}); "
-            "write one with IsoGaussModel.save_pretrained"
-        )
-
-
-# ---------------------------------------------------------------------------------------------- model card
-def build_model_card(
-    checkpoint_dir: str,
-    repo_id: Optional[str] = None,
-    results: Union[None, str, dict[str, Any]] = None,
-    report: Optional[dict[str, Any]] = None,
-    base_model: Optional[str] = None,
-    datasets: Union[None, str, list[str]] = None,
-    tags: Optional[list[str]] = None,
-    license: Optional[str] = None,
-):
-    """A ``huggingface_hub.ModelCard`` for the compressed checkpoint in ``checkpoint_dir``.
-
-    ``report`` is :meth:`IsoGaussModel.parameter_report`; when None the checkpoint is loaded (on CPU) to compute
-    it, which also proves that it loads. ``results`` as in :func:`load_results` (default: ``results.json`` in
-    ``checkpoint_dir``). ``base_model`` defaults to ``results["base_model"]``, then to the name recorded at save.
-    """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    from . import __version__
-
-    _check_checkpoint(checkpoint_dir)
-    config_path = os.path.join(checkpoint_dir, CONFIG_NAME)
-    with open(config_path, encoding="utf-8") as f:
-        iso = json.load(f)
-    with open(os.path.join(checkpoint_dir, "config.json"), encoding="utf-8") as f:
-        base_config = json.load(f)
-    if report is None:
-        from .model import IsoGaussModel
-
-        report = IsoGaussModel.from_pretrained(checkpoint_dir).parameter_report()
-    summary = summarize_results(load_results(results, checkpoint_dir))
-    metrics = summary["metrics"]
-    base_model = base_model or summary["base_model"] or _hub_model_id(iso.get("base_model_name_or_path"))
-    datasets = _as_list(datasets) if datasets is not None else summary["datasets"]
-    base_class = str(iso.get("base_model_class", "")).rpartition(":")[2]
-    pipeline_tag = next((tag for suffix, tag in _PIPELINE_TAGS if base_class.endswith(suffix)), None)
-    task = summary["task"] or pipeline_tag
-    model_type = base_config.get("model_type")
-    all_tags = ["isogauss-hf", "gaussian-layers", "compressed", f"{iso.get('rule', 'wdu')}"]
-    if model_type:
-        all_tags.append(str(model_type))
-    all_tags += [t for t in (tags or []) if t not in all_tags]
-    name = repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.abspath(checkpoint_dir))
-    eval_results = None
-    if metrics and datasets and task:
-        eval_results = [
-            EvalResult(task_type=task, dataset_type=datasets[0], dataset_name=summary["dataset_name"] or datasets[0],
-                       metric_type=_metric_type(k), metric_value=v, metric_name=k)
-            for k, v in metrics.items()
-        ]
-    data = ModelCardData(
-        base_model=base_model,
-        library_name="isogauss-hf",
-        tags=all_tags,
-        datasets=datasets or None,
-        metrics=sorted({_metric_type(k) for k in metrics}) or None,
-        pipeline_tag=pipeline_tag,
-        license=license,
-        model_name=name if eval_results else None,
-        eval_results=eval_results,
-    )
-
-    files = set(os.listdir(checkpoint_dir))
-    load_id = repo_id or checkpoint_dir
-    lines = [
-        f"# {name}",
-        "",
-        f"A {base_class or 'transformers model'} whose selected fully connected layers are **Isotropic Gaussian "
-        "layers** (*An Isotropic Gaussian Perspective on Fully Connected Layers*): each matrix is stored as the "
-        "mean and standard deviation of every row and column, and its weights are sampled at run time from "
-        "Eq. 2. Distribution update rule: "
-        f"{'GDU (Algorithm 1)' if iso.get('rule') == 'gdu' else 'WDU (Algorithm 2)'}."
-        + (f" Base model: `{base_model}`." if base_model else ""),
-        "",
-        "## Load",
-        "",
-        "```python",
-        "# pip install isogauss-hf",
-        "from isogauss_hf import IsoGaussModel",
-        "",
-        f'model = IsoGaussModel.from_pretrained("{load_id}")',
-    ]
-    if files & set(_TOKENIZER_FILES):
-        lines += ["from transformers import AutoTokenizer", f'tokenizer = AutoTokenizer.from_pretrained("{load_id}")']
-    elif files & set(_PROCESSOR_FILES):
-        lines += ["from transformers import AutoImageProcessor",
-                  f'processor = AutoImageProcessor.from_pretrained("{load_id}")']
-    lines += [
-        "```",
-        "",
-        "Only the base config, the non-replaced weights and the statistics are downloaded; the base model is built "
-        "from its config. `noise=\"seeded\"` (a keyword of `from_pretrained`) gives deterministic outputs; "
-        f"`num_samples` averages the outputs over several weight draws (saved value: {iso.get('num_samples', 1)}). "
-        "`model.export_dense(\"dense/\")` writes an ordinary transformers checkpoint holding one seeded draw.",
-        "",
-        "## Gaussian layers",
-        "",
-        "| setting | value |",
-        "|---|---|",
-        f"| blocks (1-based) | {iso.get('layers') if iso.get('layers') is not None else 'all'} |",
-        f"| matrices | {iso.get('target_modules') or 'query, key, value, attention output, MLP in, MLP out'} |",
-        f"| rule | {iso.get('rule')} |",
-        f"| noise | {iso.get('noise')} |",
-        f"| seed | {iso.get('seed')} |",
-        f"| num_samples | {iso.get('num_samples')} |",
-        f"| standardize | {iso.get('standardize')} |",
-        "",
-        "## Parameters",
-        "",
-        f"- Gaussian matrices: {report['num_matrices']}",
-        f"- dense weights replaced: {report['replaced_weights']:,}",
-        f"- statistics stored for them: {report['gaussian_parameters']:,} "
-        f"(ratio {report['ratio']:.4%} of the replaced weights)",
-        f"- whole model: {report['isogauss_model_parameters']:,} parameters stored vs "
-        f"{report['dense_model_parameters']:,} dense; compression ratio "
-        f"{report['dense_model_parameters'] / max(report['isogauss_model_parameters'], 1):.3f}x",
-        "",
-        "| block | modules | dense weights replaced | statistics stored | ratio |",
-        "|---|---|---|---|---|",
-    ]
-    for block in sorted(report["per_block"], key=lambda b: (not b.isdigit(), int(b) if b.isdigit() else 0, b)):
-        entry = report["per_block"][block]
-        lines.append(f"| {block} | {len(entry['modules'])} | {entry['replaced_weights']:,} | "
-                     f"{entry['gaussian_parameters']:,} | {entry['ratio']:.4%} |")
-    if metrics:
-        lines += ["", "## Results", ""]
-        if datasets:
-            lines.append(f"Dataset: {', '.join(datasets)}.")
-            lines.append("")
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
-    lines += ["", f"Made with isogauss-hf {iso.get('isogauss_hf_version', __version__)}; "
-              f"checkpoint format version {iso.get('format_version')}.", ""]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
 # ---------------------------------------------------------------------------------------------- push
@@ -354,7 +94,7 @@ def push_checkpoint(
 
     if not isinstance(repo_id, str) or not repo_id.strip() or repo_id.count("/") > 1:
         raise ValueError(f"repo_id must look like 'user/name' or 'name', got {repo_id!r}")
-    _check_checkpoint(output_dir)
+    check_checkpoint(output_dir)
     token = resolve_token(token)
     if write_card or not os.path.isfile(os.path.join(output_dir, MODEL_CARD_NAME)):
         card = build_model_card(output_dir, repo_id=repo_id, results=results, report=report, base_model=base_model)

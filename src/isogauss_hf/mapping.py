@@ -14,7 +14,7 @@ from typing import Optional
 from torch import nn
 
 from .config import CANONICAL_TARGETS, IsoGaussConfig
-from .layer import is_conv1d
+from .layers.linear import is_conv1d
 
 __all__ = ["ArchitectureSpec", "ARCHITECTURES", "Target", "resolve_targets", "register_architecture", "count_blocks"]
 

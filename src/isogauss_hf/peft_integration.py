@@ -31,20 +31,21 @@ from peft.utils.other import AuxiliaryTrainingWrapper, set_additional_trainable_
 from torch import nn
 
 from .config import PEFT_TYPE, IsoGaussConfig
-from .layer import IsoGaussFusedLinear, IsoGaussLinear
-from .checkpoint import describe_mismatch
+from .convert import convert_in_place, iter_isogauss_layers, replace_module
+from .layers import IsoGaussLayer, is_gaussian_module
+from .sampling import SamplingMixin, forward_over_draws
+from .serialization import describe_mismatch
 
 __all__ = ["IsoGaussTuner", "register_with_peft", "PEFT_PREFIX"]
 
 PEFT_PREFIX = "isogauss_"
-_GAUSSIAN_TYPES = (IsoGaussLinear, IsoGaussFusedLinear)
 
 
 def _gaussian_prefixes(model: nn.Module) -> list[str]:
     """``name.`` of every outermost Gaussian module (fused modules count once, with their parts)."""
     prefixes: list[str] = []
     for name, module in model.named_modules():
-        if isinstance(module, _GAUSSIAN_TYPES) and not any(name.startswith(p) for p in prefixes):
+        if is_gaussian_module(module) and not any(name.startswith(p) for p in prefixes):
             prefixes.append(name + ".")
     return prefixes
 
@@ -53,7 +54,7 @@ def _under(key: str, prefixes: list[str]) -> bool:
     return any(key.startswith(p) for p in prefixes)
 
 
-class IsoGaussTuner(BaseTuner):
+class IsoGaussTuner(SamplingMixin, BaseTuner):
     """PEFT tuner that swaps the configured fully connected layers for Gaussian layers (one adapter per model)."""
 
     prefix: str = PEFT_PREFIX
@@ -70,12 +71,10 @@ class IsoGaussTuner(BaseTuner):
         state_dict: Optional[dict[str, torch.Tensor]] = None,
     ) -> None:
         """Replace the modules ``IsoGaussConfig`` selects (same resolution as ``get_isogauss_model``)."""
-        from .model import convert_in_place
-
         config = self.peft_config[adapter_name]
         if not isinstance(config, IsoGaussConfig):
             raise TypeError(f"IsoGaussTuner needs an IsoGaussConfig, got {type(config).__name__}")
-        if any(isinstance(m, _GAUSSIAN_TYPES) for m in model.modules()):
+        if any(is_gaussian_module(m) for m in model.modules()):
             raise ValueError(
                 "this model already has Gaussian layers; an isogauss adapter replaces dense weights, so only one "
                 "isogauss adapter per model is supported"
@@ -97,14 +96,14 @@ class IsoGaussTuner(BaseTuner):
         for p in model.parameters():
             p.requires_grad = False
         if not config.inference_mode:
-            for module in model.modules():
-                if isinstance(module, IsoGaussLinear) and module.bias is not None:
+            for _, module in iter_isogauss_layers(model):
+                if module.bias is not None:
                     module.bias.requires_grad = True
 
     def set_requires_grad(self, adapter_names, requires_grad: bool = True) -> None:
         super().set_requires_grad(adapter_names, requires_grad)
-        for module in self.model.modules():
-            if isinstance(module, IsoGaussLinear) and module.bias is not None:
+        for _, module in iter_isogauss_layers(self.model):
+            if module.bias is not None:
                 module.bias.requires_grad = requires_grad
 
     def _create_and_replace(self, *args, **kwargs) -> None:  # pragma: no cover - inject_adapter does the work
@@ -157,19 +156,12 @@ class IsoGaussTuner(BaseTuner):
         """The active adapter's config (read by :class:`~isogauss_hf.IsoGaussCallback` for rule and lr)."""
         return self.peft_config[self.active_adapter]
 
-    def isogauss_layers(self) -> dict[str, IsoGaussLinear]:
+    def isogauss_layers(self) -> dict[str, IsoGaussLayer]:
         """Every Gaussian matrix by qualified name (fused modules contribute one entry per part)."""
-        return {n: m for n, m in self.model.named_modules() if isinstance(m, IsoGaussLinear)}
+        return dict(iter_isogauss_layers(self.model))
 
-    @contextlib.contextmanager
-    def sampling_scope(self, index: int = 0):
-        """Pin one weight draw in every Gaussian layer (as :meth:`IsoGaussModel.sampling_scope`)."""
-        from .model import pin_draws
-
-        round_ = self.__dict__.setdefault("_scope_round", 0)
-        self._scope_round = round_ + 1
-        with pin_draws(self.isogauss_layers().values(), round_):
-            yield
+    def _sampling_root(self) -> nn.Module:
+        return self.model
 
     @contextlib.contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
@@ -186,8 +178,6 @@ class IsoGaussTuner(BaseTuner):
         Task-specific PEFT models (``task_type`` set) call this; a plain ``PeftModel`` calls the transformers model
         directly and so runs one draw per forward.
         """
-        from .model import forward_over_draws
-
         return forward_over_draws(self, self.model, args, kwargs)
 
     def generate(self, *args, **kwargs):
@@ -222,14 +212,12 @@ class IsoGaussTuner(BaseTuner):
                          adapter_names: Optional[list[str]] = None) -> nn.Module:
         """The plain transformers model: every Gaussian module replaced by a dense one holding its seeded draw 0
         (as ``IsoGaussModel.export_dense``), ``modules_to_save`` wrappers replaced by their trained copies."""
-        from .model import _replace
-
-        for name in [n for n, m in self.model.named_modules() if isinstance(m, _GAUSSIAN_TYPES)]:
+        for name in [n for n, m in self.model.named_modules() if is_gaussian_module(m)]:
             try:
                 module = self.model.get_submodule(name)
             except AttributeError:  # a part of a fused module already replaced
                 continue
-            _replace(self.model, name, module.to_dense_module())
+            replace_module(self.model, name, module.to_dense_module())
         return self._unload_and_optionally_merge(merge=False, progressbar=progressbar)
 
 

@@ -3,7 +3,7 @@
 The paper's Figures 3-4 plot, for one layer, every row's and every column's mean and std over training
 (GDU vs WDU; GDU with and without the input standardization of Appendix D). ``StatisticsLogger``
 records exactly those vectors — ``row_mean``, ``row_std`` (length ``out_features``) and ``col_mean``,
-``col_std`` (length ``in_features``) of every :class:`~isogauss_hf.layer.IsoGaussLinear` — every
+``col_std`` (length ``in_features``) of every :class:`~isogauss_hf.layers.IsoGaussLayer` — every
 ``every`` optimizer steps, into a plain JSON-able dict.
 
 Use it from any loop, or from a callback, after the distribution step of an optimizer step::
@@ -28,13 +28,13 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .layer import IsoGaussLinear
+from .layers import IsoGaussLayer, iter_isogauss_layers
 
 __all__ = ["StatisticsLogger", "LOG_FORMAT", "LOG_VERSION", "STAT_NAMES"]
 
 LOG_FORMAT = "isogauss-statistics-log"
 LOG_VERSION = 1
-STAT_NAMES = ("row_mean", "row_std", "col_mean", "col_std")
+STAT_NAMES = IsoGaussLayer.STAT_NAMES
 
 IndexSpec = Union[None, int, Sequence[int]]
 
@@ -69,16 +69,6 @@ def _resolve_indices(spec: IndexSpec, size: int, what: str, layer: str) -> list[
     if bad:
         raise ValueError(f"{what} indices {bad} out of range for layer {layer!r} with {size} {what}s")
     return list(spec)
-
-
-def _named_gaussian_layers(model: nn.Module) -> "OrderedDict[str, IsoGaussLinear]":
-    getter = getattr(model, "isogauss_layers", None)
-    if callable(getter):
-        return OrderedDict(getter())
-    inner = getattr(model, "module", None)  # DDP / accelerate wrappers
-    if isinstance(inner, nn.Module) and callable(getattr(inner, "isogauss_layers", None)):
-        return OrderedDict(inner.isogauss_layers())
-    return OrderedDict((n, m) for n, m in model.named_modules() if isinstance(m, IsoGaussLinear))
 
 
 class StatisticsLogger:
@@ -126,10 +116,10 @@ class StatisticsLogger:
         """Whether :meth:`record` at ``step`` would record (a multiple of ``every``, not yet recorded)."""
         return int(step) % self.every == 0 and not (self.steps and self.steps[-1] == int(step))
 
-    def _select(self, model: nn.Module) -> "OrderedDict[str, IsoGaussLinear]":
-        found = _named_gaussian_layers(model)
+    def _select(self, model: nn.Module) -> "OrderedDict[str, IsoGaussLayer]":
+        found = OrderedDict(iter_isogauss_layers(model))
         if not found:
-            raise ValueError("StatisticsLogger.record: the model has no Gaussian layers (IsoGaussLinear) to record")
+            raise ValueError("StatisticsLogger.record: the model has no Gaussian layers (IsoGaussLayer) to record")
         if self.layers is None:
             return found
         missing = [n for n in self.layers if n not in found]
@@ -154,12 +144,12 @@ class StatisticsLogger:
         selected = self._select(model)
         for name, layer in selected.items():
             entry = self.data.get(name)
-            shape = [layer.out_features, layer.in_features]
+            shape = list(layer.matrix_shape)
             if entry is None:
                 entry = {
                     "shape": shape,
-                    "rows": _resolve_indices(self.rows, layer.out_features, "row", name),
-                    "cols": _resolve_indices(self.cols, layer.in_features, "column", name),
+                    "rows": _resolve_indices(self.rows, shape[0], "row", name),
+                    "cols": _resolve_indices(self.cols, shape[1], "column", name),
                     "first_step_index": len(self.steps),
                     **{stat: [] for stat in STAT_NAMES},
                 }

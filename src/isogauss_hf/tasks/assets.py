@@ -13,6 +13,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from ..errors import MissingAssetError
+
 __all__ = [
     "FETCH_COMMAND",
     "FASHION_MNIST_DIR",
@@ -34,13 +36,8 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package puts the IDX files."""
 
 
-class MissingAssetError(FileNotFoundError):
-    """An offline asset is not installed on this machine."""
-
-    def __init__(self, asset: str, detail: str = "") -> None:
-        self.asset = asset
-        extra = f" ({detail})" if detail else ""
-        super().__init__(f"offline asset '{asset}' not found{extra}; install it with: {FETCH_COMMAND}")
+def _missing(asset: str, detail: str = "") -> MissingAssetError:
+    return MissingAssetError(asset, detail, FETCH_COMMAND)
 
 
 def assets_dir() -> Path:
@@ -57,13 +54,13 @@ def _package_dir(module: str, asset: str) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise MissingAssetError(asset, f"Python package '{module}' is not installed")
+        raise _missing(asset, f"Python package '{module}' is not installed")
     return Path(list(spec.submodule_search_locations)[0])
 
 
 def _must_exist(path: Path, asset: str) -> Path:
     if not path.exists():
-        raise MissingAssetError(asset, f"expected {path}")
+        raise _missing(asset, f"expected {path}")
     return path
 
 
@@ -105,7 +102,7 @@ def fashion_mnist_dir(root: str | os.PathLike | None = None) -> Path:
     asset = "dataset-fashion-mnist (Debian)"
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         if not ((path / stem).exists() or (path / f"{stem}.gz").exists()):
-            raise MissingAssetError(asset, f"expected {path / stem}[.gz]")
+            raise _missing(asset, f"expected {path / stem}[.gz]")
     return path
 
 

@@ -1,0 +1,234 @@
+"""``IsoGaussLayer``: what every Gaussian layer kind shares — statistics, draws, and the distribution step.
+
+A layer kind (linear, fused linear parts, convolution) only says how its (n, m) weight matrix is applied
+to an input (:meth:`IsoGaussLayer._apply_weight`) and how it is made from / turned back into a dense
+module. Everything else lives here:
+
+* the four fp32 statistics buffers (``row_mean``/``row_std`` of length n, ``col_mean``/``col_std`` of
+  length m), a noise seed and a draw counter (all saved in checkpoints);
+* drawing W from Eq. (2) with seeded noise — per training step, per evaluation forward, or one fixed draw
+  (``noise="seeded"``), cached while pinned — in :class:`~isogauss_hf.layers.draws.DrawsMixin`;
+* the distribution step after each optimizer step, chosen from
+  :data:`isogauss_hf.layers.updates.DISTRIBUTION_UPDATES` by the layer's (rule, noise);
+* low-memory inference (the draw rebuilt a block of output rows at a time).
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..functional import RowColStats, standardize_input
+from ..settings import LayerOptions, check_rule
+from .draws import STREAM_EVAL, STREAM_FIXED, STREAM_TRAIN, DrawsMixin
+from .updates import distribution_update
+
+__all__ = ["IsoGaussLayer", "STREAM_TRAIN", "STREAM_EVAL", "STREAM_FIXED"]
+
+
+class IsoGaussLayer(DrawsMixin, nn.Module):
+    """Base class of the Gaussian layer kinds: an (n, m) weight matrix stored as row/column statistics.
+
+    Contract (every kind):
+      * buffers ``row_mean``/``row_std`` (length n = output features) and ``col_mean``/``col_std`` (length m)
+        are fp32 whatever the module dtype; ``bias`` (length n) is an ordinary trained parameter;
+      * in training mode each forward samples W (``last_weight``, a leaf tensor: after ``backward()``
+        ``last_weight.grad`` is dL/dW); with ``hold_draw=True`` the draw is kept until the next
+        :meth:`distribution_step`, so all micro-batches of one optimizer step share it;
+      * ``noise="resample"`` draws fresh noise each time; ``noise="seeded"`` always uses draw 0 of the
+        layer's seed, so forward is deterministic and reproducible from a checkpoint;
+      * no method touches the global RNG.
+
+    Subclasses set :attr:`KIND` and implement ``_apply_weight(x, weight, bias)``, ``_output_dim`` and
+    ``to_dense_module``.
+    """
+
+    STAT_NAMES = ("row_mean", "row_std", "col_mean", "col_std")
+    #: Minimum std kept after a distribution step (std is never negative).
+    DEFAULT_STD_FLOOR = 0.0
+    #: Name of the layer kind (records in checkpoints name it as ``source``).
+    KIND = "matrix"
+    #: Dimension of the output that holds the n output features (-1 for linear, 1 for convolution).
+    _output_dim = -1
+
+    def __init__(self, rows: int, cols: int, bias: bool = True, *, config: Any = None, rule: Optional[str] = None,
+                 noise: Optional[str] = None, seed: int = 0, standardize: Optional[bool] = None,
+                 std_floor: Optional[float] = None, device=None, dtype=None) -> None:
+        super().__init__()
+        options = LayerOptions.build(config, rule=rule, noise=noise, standardize=standardize, std_floor=std_floor)
+        self._rows, self._cols = int(rows), int(cols)
+        self.rule = options.rule
+        self.noise = options.noise
+        self.standardize = options.standardize
+        self.std_floor = options.std_floor
+        self._update = distribution_update(self.rule, self.noise)
+        f32 = dict(device=device, dtype=torch.float32)
+        self.register_buffer("row_mean", torch.zeros(self._rows, **f32))
+        self.register_buffer("row_std", torch.zeros(self._rows, **f32))
+        self.register_buffer("col_mean", torch.zeros(self._cols, **f32))
+        self.register_buffer("col_std", torch.zeros(self._cols, **f32))
+        self.register_buffer("noise_seed", torch.tensor(int(seed), dtype=torch.int64, device=device))
+        self.register_buffer("draw_counter", torch.tensor(0, dtype=torch.int64, device=device))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(self._rows, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.hold_draw = False
+        self.last_weight: Optional[torch.Tensor] = None
+        self.skipped_steps = 0
+        self._seed = int(seed)
+        self._draw_count = 0
+        self._eval_count = 0
+        self._draw_override: Optional[tuple[str, int]] = None
+        self._cache: Optional[tuple[tuple[str, int], int, torch.Tensor]] = None
+        self._stats_version = 0
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._warned_nonfinite = False
+        # Training draws are written into one reused buffer (a fresh multi-megabyte CPU tensor costs page
+        # faults every step); it is reused only once no tensor handed out from it is still alive.
+        self._draw_buffer: Optional[torch.Tensor] = None
+        self._draw_handle: Optional[weakref.ref] = None
+        self._lowmem_block_rows: Optional[int] = None
+        #: Qualified module name used in warnings (set by the callback / the model wrapper); None = unnamed.
+        self.qualified_name: Optional[str] = None
+        self.register_load_state_dict_post_hook(IsoGaussLayer._after_load)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """(n, m): rows = output features, columns = input features of the Gaussian matrix."""
+        return self._rows, self._cols
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def statistics(self) -> RowColStats:
+        return RowColStats(self.row_mean, self.row_std, self.col_mean, self.col_std)
+
+    def set_statistics(self, stats: RowColStats) -> None:
+        """Copy new statistics into the fp32 buffers and invalidate the current draw."""
+        for name, value in zip(self.STAT_NAMES, stats):
+            getattr(self, name).copy_(value.detach().to(torch.float32))
+        self._stats_version += 1
+        self._cache = None
+
+    def set_rule(self, rule: str) -> None:
+        """Change how the statistics learn (the table entry follows)."""
+        self.rule = check_rule(rule)
+        self._update = distribution_update(self.rule, self.noise)
+
+    @staticmethod
+    def _after_load(module: "IsoGaussLayer", incompatible_keys) -> None:
+        module._seed = int(module.noise_seed)
+        module._draw_count = int(module.draw_counter)
+        module._stats_version += 1
+        module._cache = None
+        module.last_weight = None
+
+    def _apply(self, fn, recurse=True):
+        # Statistics stay fp32 through .half()/.to(dtype): only the device of `fn` is applied to them.
+        stats = {name: self._buffers.pop(name) for name in self.STAT_NAMES}
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for name, buf in stats.items():
+                probe = fn(torch.empty(0, dtype=torch.float32, device=buf.device))
+                self._buffers[name] = buf.to(device=probe.device, dtype=torch.float32)
+        self._cache = None
+        return self
+
+    def _options_repr(self) -> str:
+        return (f"rule={self.rule!r}, noise={self.noise!r}, seed={self._seed}, standardize={self.standardize}")
+
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return standardize_input(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.standardize:
+            x = self._standardize(x)
+        if self.training and torch.is_grad_enabled():
+            self._cache = None
+            weight = self._training_weight()
+        elif self._lowmem_block_rows is not None:
+            return self._lowmem_forward(x, self._next_eval_key())
+        else:
+            weight = self._eval_weight()
+        weight, bias = self._cast(weight, x)
+        return self._apply_weight(x, weight, bias)
+
+    # ------------------------------------------------------------------ learning
+    def reset_draw(self) -> None:
+        """Forget the current training draw and its gradient (the next forward draws anew)."""
+        self.last_weight = None
+
+    def distribution_step(self, rule: Optional[str] = None, lr: Optional[float] = None) -> bool:
+        """Update the statistics from ``last_weight`` and its gradient by the layer's rule (or ``rule``).
+
+        Returns True when the statistics changed; False when there was nothing to apply (no draw or no
+        gradient, or a rule that does not update) or the update was not finite (the step is then skipped,
+        counted in ``skipped_steps`` and warned about once). The draw is released either way.
+        """
+        if lr is None:
+            raise TypeError("distribution_step needs the learning rate: distribution_step(lr=...)")
+        update = self._update if rule is None or rule == self.rule else distribution_update(rule, self.noise)
+        weight, self.last_weight = self.last_weight, None
+        if update.apply is None or weight is None or weight.grad is None:
+            return False
+        new = update(self.statistics, weight, weight.grad, float(lr))
+        if not all(bool(torch.isfinite(t).all()) for t in new):
+            self._skip_nonfinite()
+            return False
+        if self.std_floor > 0:
+            new = RowColStats(new.row_mean, new.row_std.clamp_min(self.std_floor), new.col_mean,
+                              new.col_std.clamp_min(self.std_floor))
+        self.set_statistics(new)
+        return True
+
+    def _skip_nonfinite(self) -> None:
+        self.skipped_steps += 1
+        if not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            n, m = self.matrix_shape
+            label = self.qualified_name or f"{type(self).__name__}({n}x{m}, seed={self._seed})"
+            warnings.warn(f"{label}: non-finite gradient or statistic; distribution step skipped (further skips are "
+                          f"counted silently)", RuntimeWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ export and accounting
+    def dense_weight(self, seed: Optional[int] = None) -> torch.Tensor:
+        """The seeded draw (stream 'fixed', index 0) as an (n, m) fp32 matrix.
+
+        ``seed`` replaces the layer's own seed for this draw (a different, equally valid draw).
+        """
+        if seed is None:
+            return self.sample(STREAM_FIXED, 0)
+        saved = self._seed
+        try:
+            self._seed = int(seed)
+            return self.sample(STREAM_FIXED, 0)
+        finally:
+            self._seed = saved
+
+    def to_dense_module(self, seed: Optional[int] = None) -> nn.Module:
+        raise NotImplementedError
+
+    def _refuse_standardized_export(self) -> None:
+        if self.standardize:
+            raise ValueError("a layer with standardize=True has no dense equivalent (it normalizes its input); "
+                             "export with standardize=False")
+
+    @property
+    def num_replaced_weights(self) -> int:
+        return self._rows * self._cols
+
+    @property
+    def num_gaussian_parameters(self) -> int:
+        return 2 * (self._rows + self._cols)
