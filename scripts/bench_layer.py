@@ -5,12 +5,17 @@ For each (out, in) shape and device, every variant runs the same training step o
 rows with a fixed upstream gradient:
 
 * ``dense``      ``nn.Linear`` forward + backward + optimizer step on weight and bias;
-* ``gdu``/``wdu`` :class:`~isogauss_hf.IsoGaussLinear` (noise='resample'): sample W (Eq. 2), forward +
-  backward, ``distribution_step`` (Algorithm 1 / 2), optimizer step on the bias;
-* ``gdu+compile``/``wdu+compile`` (with ``--compile``) the same with the ``torch.compile`` kernels;
-* ``ref-gdu``/``ref-wdu`` (unless ``--no-reference``) the same step written as a direct transcription of
-  the algorithms (Eq. 2 mean/var materialized, ``torch.var_mean`` statistics, serial noise): the
+* ``RULE/NOISE`` (``gdu/seeded``, ``wdu/resample``, ``backprop/seeded``, ...; ``--configs``)
+  :class:`~isogauss_hf.IsoGaussLinear`: sample W (Eq. 2), forward + backward, ``distribution_step``
+  (Algorithm 1 / 2; nothing for ``backprop``), optimizer step on the bias (and on the statistics for
+  ``backprop``, whose gradient comes through the reparameterised draw);
+* ``.../+compile`` (with ``--compile``) GDU/WDU with the ``torch.compile`` kernels;
+* ``ref-gdu``/``ref-wdu`` (unless ``--no-reference``) the resample step written as a direct transcription
+  of the algorithms (Eq. 2 mean/var materialized, ``torch.var_mean`` statistics, serial noise): the
   baseline the layer's fast path is compared with.
+
+``--aux-threads`` runs everything once per policy for the layer's own memory-bound passes
+(``isogauss_hf._runtime.AUX_THREADS``: ``auto``, ``none`` = torch's thread count, or a number).
 
 Variants are interleaved (the order rotates every repeat) after warm-up steps, so slow phases of a
 shared machine hit all of them alike; the table gives medians, the spread (IQR / median) and the ratio
@@ -36,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from isogauss_hf import functional as fn
-from isogauss_hf import set_compile
+from isogauss_hf import _runtime, set_compile
 from isogauss_hf.layers import IsoGaussLinear
 from isogauss_hf.noise import NOISE_BLOCK_ROWS, derive_seed
 
@@ -103,8 +108,13 @@ def _make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr)
 
 
+#: Gaussian configurations timed by default (rule/noise); --configs picks others.
+DEFAULT_CONFIGS = ("gdu/seeded", "gdu/resample", "wdu/seeded", "wdu/resample", "backprop/seeded", "backprop/resample")
+
+
 def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: str, reference: bool,
-                   lr: float = 1e-3, compile_: bool = False) -> tuple[dict[str, Callable[[], None]], dict]:
+                   lr: float = 1e-3, compile_: bool = False, configs=DEFAULT_CONFIGS
+                   ) -> tuple[dict[str, Callable[[], None]], dict]:
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(tokens, in_f, generator=gen).to(device)
     gy = torch.randn(tokens, out_f, generator=gen).div_(tokens ** 0.5).to(device)
@@ -118,21 +128,23 @@ def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: s
         dense_opt.step()
 
     variants: dict[str, Callable[[], None]] = {"dense": dense_step}
-    for rule in ("gdu", "wdu"):
-        for compiled in (False, True) if compile_ else (False,):
-            layer = IsoGaussLinear.from_linear(dense, noise="resample", seed=1).to(device).train()
-            opt = _make_optimizer(optimizer, [layer.bias], lr)
+    for spec in configs:
+        rule, noise = spec.split("/")
+        for compiled in (False, True) if compile_ and rule in ("gdu", "wdu") else (False,):
+            layer = IsoGaussLinear.from_linear(dense, rule=rule, noise=noise, seed=1).to(device).train()
+            opt = _make_optimizer(optimizer, [p for p in layer.parameters() if p.requires_grad], lr)
 
-            def step(layer=layer, opt=opt, rule=rule, compiled=compiled) -> None:
+            def step(layer=layer, opt=opt, compiled=compiled) -> None:
                 set_compile(compiled)
                 opt.zero_grad(set_to_none=True)
                 layer(x).backward(gy)
-                layer.distribution_step(rule, lr)
+                layer.distribution_step(lr=lr)
                 opt.step()
 
-            variants[rule + ("+compile" if compiled else "")] = step
-        if reference:
-            ref = ReferenceGaussian(layer, rule, lr)
+            variants[spec + ("+compile" if compiled else "")] = step
+    if reference:
+        for rule in ("gdu", "wdu"):
+            ref = ReferenceGaussian(IsoGaussLinear.from_linear(dense, seed=1), rule, lr)
             ref.optimizer = _make_optimizer(optimizer, [ref.bias], lr)
             variants[f"ref-{rule}"] = lambda ref=ref: (set_compile(False), ref.step(x, gy))
     return variants, {"x": x}
@@ -220,7 +232,7 @@ def render_markdown(report: dict) -> str:
         f"Command: `{report['command']}`",
         "",
         f"- {env['tokens']} tokens; step = forward + backward + update ({env['optimizer']} on the dense weight+bias, "
-        f"on the bias for Gaussian layers, plus `distribution_step`); noise='resample'",
+        f"on the bias for Gaussian layers (and the statistics for backprop), plus `distribution_step`)",
         f"- torch {env['torch']}, {env['cpu']} ({env.get('cores', os.cpu_count())} cores), intra-op threads {env['threads']}, "
         f"devices: {', '.join(env['devices'])}",
         f"- {env['warmup']} warm-up steps, {env['repeats']} interleaved repeats per variant; load average "
@@ -233,13 +245,15 @@ def render_markdown(report: dict) -> str:
         lines.append("- no CUDA device in this run: no GPU figures")
     lines += [
         "",
-        "| device | threads | out x in | variant | median ms | spread | ratio | paired ratio | CPU ms | CPU ratio |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
+        "| device | threads | aux threads | out x in | variant | median ms | spread | ratio | paired ratio | CPU ms "
+        "| CPU ratio |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["results"]:
         for name, r in row["variants"].items():
             lines.append(
-                f"| {row['device']} | {row['threads']} | {row['out_features']}x{row['in_features']} | {name} | "
+                f"| {row['device']} | {row['threads']} | {row.get('aux_threads', 'auto')} | "
+                f"{row['out_features']}x{row['in_features']} | {name} | "
                 f"{r['median_ms']:.2f} | "
                 f"{r['iqr_over_median']:.1%} | {r['ratio_to_dense']:.3f} | {r['paired_ratio_to_dense']:.3f} | "
                 f"{r['cpu_median_ms']:.1f} | {r['cpu_ratio_to_dense']:.3f} |"
@@ -262,6 +276,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-reference", action="store_true", help="skip the direct-transcription variants")
     parser.add_argument("--compile", action="store_true",
                         help="also time gdu/wdu with the torch.compile kernels (isogauss_hf.set_compile)")
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                        help="comma list of RULE/NOISE Gaussian configurations to time")
+    parser.add_argument("--aux-threads", default="auto",
+                        help="comma list of policies for the layer's own passes: auto, none (torch's count) or N")
     parser.add_argument("--out", default="results/bench_layer", help="output path prefix (.json and .md are added)")
     args = parser.parse_args(argv)
 
@@ -287,25 +305,45 @@ def main(argv: list[str] | None = None) -> dict:
         if d == "cuda" and not torch.cuda.is_available():
             parser.error("--devices cuda given but no CUDA device is available")
 
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    from isogauss_hf.settings import check_noise, check_rule
+
+    for c in configs:
+        rule, _, noise = c.partition("/")
+        try:
+            check_rule(rule), check_noise(noise)
+        except ValueError as e:
+            parser.error(f"--configs entry {c!r}: {e}")
+    policies = []
+    for p in args.aux_threads.split(","):
+        p = p.strip().lower()
+        if p not in ("auto", "none") and not p.isdigit():
+            parser.error(f"--aux-threads entry {p!r} is not valid; use auto, none or a thread count")
+        policies.append(p)
     load_before = _load()
     results = []
     initial_threads = torch.get_num_threads()
+    initial_policy = _runtime.AUX_THREADS
     try:
-        for threads in thread_counts:
-            torch.set_num_threads(threads)
-            for device in devices:
-                for out_f, in_f in shapes:
-                    variants, _ = build_variants(out_f, in_f, tokens, device, args.optimizer, not args.no_reference,
-                                                 compile_=args.compile)
-                    wall, cpu = time_variants(variants, device, warmup, repeats)
-                    summary = summarize(wall, cpu)
-                    results.append({"device": device, "threads": threads, "out_features": out_f, "in_features": in_f,
-                                    "variants": summary})
-                    cells = "  ".join(f"{k}={v['median_ms']:.1f}ms({v['ratio_to_dense']:.2f}x,"
-                                      f"cpu {v['cpu_ratio_to_dense']:.2f}x)" for k, v in summary.items())
-                    print(f"[{device} {threads}t {out_f}x{in_f}] {cells}", flush=True)
+        for policy in policies:
+            _runtime.AUX_THREADS = None if policy == "none" else (policy if policy == "auto" else int(policy))
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                for device in devices:
+                    for out_f, in_f in shapes:
+                        variants, _ = build_variants(out_f, in_f, tokens, device, args.optimizer,
+                                                     not args.no_reference, compile_=args.compile, configs=configs)
+                        wall, cpu = time_variants(variants, device, warmup, repeats)
+                        summary = summarize(wall, cpu)
+                        results.append({"device": device, "threads": threads, "aux_threads": policy,
+                                        "out_features": out_f, "in_features": in_f, "variants": summary,
+                                        "load_after": _load()})
+                        cells = "  ".join(f"{k}={v['median_ms']:.1f}ms({v['ratio_to_dense']:.2f}x,"
+                                          f"cpu {v['cpu_ratio_to_dense']:.2f}x)" for k, v in summary.items())
+                        print(f"[{device} {threads}t aux={policy} {out_f}x{in_f}] {cells}", flush=True)
     finally:
         torch.set_num_threads(initial_threads)
+        _runtime.AUX_THREADS = initial_policy
         set_compile(False)
     report = {
         "command": "python scripts/bench_layer.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -35,8 +35,9 @@ import reproduce_table7 as T7  # noqa: E402
 
 NAME = "table8"
 LAYER_SETS: list[list[int]] = [[6], [5, 7], [3, 5, 7], [5, 6, 7], [4, 5, 6, 7], [3, 4, 5, 6, 7]]
-METHODS = ("wdu", "gdu", "gdu-seeded", "bp", "random", "remove")
-TRAINED = {"wdu": ("wdu", "resample"), "gdu": ("gdu", "resample"), "gdu-seeded": ("gdu", "seeded")}
+METHODS = ("wdu", "gdu", "gdu-seeded", "backprop-seeded", "bp", "random", "remove", "drop-trained", "lowrank")
+TRAINED = {"wdu": ("wdu", "resample"), "gdu": ("gdu", "resample"), "gdu-seeded": ("gdu", "seeded"),
+           "backprop-seeded": ("backprop", "seeded"), "drop-trained": ("drop", None), "lowrank": ("lowrank", None)}
 # Paper, Table 8 (MNIST, test %): one WDU/GDU row (rule not stated), typed from the paper.
 PAPER_TABLE8 = {
     "wdu/gdu": [94.84, 97.39, 93.53, 87.56, 95.78, 85.37],
@@ -105,7 +106,9 @@ def markdown(payload: dict[str, Any]) -> str:
            "(evaluated on that draw). BP: statistics of the dense "
            "back-propagation weights, no distribution learning. random: row/column means ~ U[-1, 1], stds ~ "
            f"U[1e-12, 1], {payload['settings_common']['random_draws']} trials per seed (paper: 1,000 in total). "
-           "remove: layers skipped (identity). Paper rows typed from the paper's Table 8 (MNIST; one WDU/GDU row, "
+           "remove: layers skipped (identity) in the trained dense network. BACKPROP-SEEDED: statistics trained by the "
+           "optimizer through Eq. 2 (one fixed draw). DROP-TRAINED: the network trained from scratch without the "
+           "layers; LOWRANK: those layers as trained rank-2 factors (the same parameter budget, 2n + 2m). Paper rows typed from the paper's Table 8 (MNIST; one WDU/GDU row, "
            "rule not stated; trained far longer).\n"]
     for ds in payload["datasets"]:
         s = payload["settings"][ds]

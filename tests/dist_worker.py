@@ -14,10 +14,11 @@ import torch
 
 from isogauss_hf import IsoGaussCallback, IsoGaussConfig, get_isogauss_model
 
-RULES = ("gdu", "wdu")
+RULES = ("gdu", "wdu", "backprop")
 #: dL/dW is small at the Trainer's lr: GDU would move the statistics and WDU the refit weights by ~1e-6, below
 #: float noise; a large distribution lr makes the comparison with the one-process run discriminating.
-DISTRIBUTION_LR = {"gdu": 10.0, "wdu": 10.0}
+#: backprop: the statistics are parameters; the optimizer (and DDP's ordinary gradient sync) does the work.
+DISTRIBUTION_LR = {"gdu": 10.0, "wdu": 10.0, "backprop": None}
 STEPS = 3
 PER_RANK_BATCH = 4
 SEQ = 8

@@ -39,13 +39,20 @@ def test_bench_layer_smoke(tmp_path, one_thread):
     assert saved["environment"]["smoke"] is True and saved["results"] == json.loads(json.dumps(report["results"]))
     assert [(r["out_features"], r["in_features"]) for r in saved["results"]] == [(64, 32), (32, 64)]
     for row in saved["results"]:
-        assert set(row["variants"]) == {"dense", "gdu", "wdu", "ref-gdu", "ref-wdu"}
+        assert set(row["variants"]) == {"dense", "gdu/seeded", "gdu/resample", "wdu/seeded", "wdu/resample",
+                                        "backprop/seeded", "backprop/resample", "ref-gdu", "ref-wdu"}
         assert row["variants"]["dense"]["ratio_to_dense"] == 1.0
         for r in row["variants"].values():
             assert _positive(r["median_ms"]) and _positive(r["ratio_to_dense"]) and _positive(r["cpu_ratio_to_dense"])
             assert len(r["times_ms"]) == saved["environment"]["repeats"]
     md = out.with_suffix(".md").read_text()
-    assert "| cpu | 1 | 64x32 | gdu |" in md and "paired ratio" in md
+    assert "| cpu | 1 | auto | 64x32 | gdu/resample |" in md and "paired ratio" in md
+
+
+def test_bench_layer_rejects_bad_configs_and_policies(tmp_path):
+    for flags in (["--configs", "gdu/noisy"], ["--aux-threads", "many"]):
+        with pytest.raises(SystemExit):
+            _load("bench_layer").main(["--smoke", *flags, "--out", str(tmp_path / "x")])
 
 
 def test_bench_layer_rejects_bad_shapes(tmp_path):

@@ -15,7 +15,7 @@ from isogauss_hf.config import CONFIG_NAME, FORMAT_VERSION, IsoGaussConfig
         (dict(layers=[]), "layers is empty"),
         (dict(layers=3), "layers must be a list"),
         (dict(layers=["4"]), "layers must be integers"),
-        (dict(rule="gdw"), "rule='gdw' is not valid; choose one of 'gdu', 'wdu'. Did you mean"),
+        (dict(rule="gdw"), "rule='gdw' is not valid; choose one of 'gdu', 'wdu', 'backprop', 'frozen'. Did you mean"),
         (dict(noise="random"), "noise='random' is not valid; choose one of 'resample', 'seeded'"),
         (dict(num_samples=0), "num_samples must be an integer >= 1, got 0"),
         (dict(num_samples=-3), "num_samples must be an integer >= 1"),

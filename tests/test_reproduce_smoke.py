@@ -57,9 +57,11 @@ def test_table7_smoke(tmp_path, synthetic_vision):
     T7.main(["--smoke", "--datasets", "mnist", "--out-dir", str(tmp_path)])
     data = json.loads((tmp_path / "table7.json").read_text())
     runs = data["runs"]
-    # base + 2 layer sets x 4 modes (GDU/WDU x resample/seeded)
-    assert len(runs) == 9
+    # base + 2 layer sets x 7 modes (GDU/WDU x resample/seeded, backprop/seeded, drop, lowrank)
+    assert len(runs) == 15
     assert any(r["rule"] == "wdu" and r["noise"] == "seeded" for r in runs.values())
+    assert runs["mnist|4,6|drop|-|0"]["parameters"]["gaussian_parameters"] == 0
+    assert runs["mnist|4,6|lowrank|-|0"]["parameters"]["gaussian_parameters"] == 2 * 2 * 256  # r = 2 per layer
     for r in runs.values():
         assert 0.0 <= r["test_accuracy"] <= 1.0 and 0.0 <= r["train_accuracy"] <= 1.0
         # 'seeded' networks are evaluated on their one trained draw, 'resample' ones averaged over draws

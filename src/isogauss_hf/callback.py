@@ -22,6 +22,12 @@ def _layers(model: nn.Module) -> list[IsoGaussLayer]:
     return [layer for _, layer in iter_isogauss_layers(model)]
 
 
+def _has_weight_grad(layer: IsoGaussLayer) -> bool:
+    """Whether the layer's training draw holds dL/dW (a leaf draw; ``backprop`` draws are not leaves)."""
+    w = layer.last_weight
+    return w is not None and w.is_leaf and w.grad is not None
+
+
 def _grad_scale(optimizer) -> Optional[float]:
     """The AMP loss scale the gradients still carry, or None (accelerate unscales parameters only)."""
     scaler = getattr(optimizer, "scaler", None)
@@ -168,7 +174,7 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
         layers = _layers(model)
-        has_grad = [layer.last_weight is not None and layer.last_weight.grad is not None for layer in layers]
+        has_grad = [_has_weight_grad(layer) for layer in layers]
         if D.is_distributed():
             counts = D.all_reduce_flags(has_grad, device=layers[0].row_mean.device if layers else None)
             world = D.world_size()

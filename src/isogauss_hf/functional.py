@@ -10,7 +10,8 @@ features); row statistics are vectors of length ``n``, column statistics of leng
 population statistics (``correction=0``), as in Algorithms 1 and 2. ``lr`` may be a Python number or a
 0-d tensor. References are to "An Isotropic Gaussian Perspective on Fully Connected Layers": Eq. (2)
 combines row and column statistics; Eqs. (5)-(6) / Algorithm 1 define GDU; Algorithm 2 defines WDU;
-Eqs. (8)-(9) the expected refit of a draw; Appendix D the input standardization.
+Eqs. (8)-(9) the expected refit of a draw; Appendix D the input standardization. Beyond the paper:
+:func:`eq2_statistics_grad`, the gradient of the statistics through Eq. (2) (the ``backprop`` rule).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ __all__ = [
     "RowColStats",
     "row_col_stats",
     "eq2_distribution",
+    "eq2_std",
     "sample_weight",
+    "eq2_statistics_grad",
     "moments",
     "gdu_update",
     "wdu_update",
@@ -103,6 +106,30 @@ def eq2_distribution(
     return mean, var
 
 
+def eq2_std(
+    row_mean: torch.Tensor,
+    row_std: torch.Tensor,
+    col_mean: torch.Tensor,
+    col_std: torch.Tensor,
+    num_rows: Optional[int] = None,
+    *,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """sigma_ij = sqrt(var_ij) of Eq. (2) as a (rows, m) matrix (written into ``out`` when given).
+
+    For a block of rows pass that block's row statistics and the whole matrix's row count as
+    ``num_rows`` (Eq. 2 uses n, m of the whole matrix). Only correctly rounded elementwise operations are
+    used, so an element is the same whether computed in the whole matrix or in a row block.
+    """
+    rows, m = row_mean.shape[0], col_mean.shape[0]
+    n = rows if num_rows is None else int(num_rows)
+    _, _, c, d, k = _eq2_coefficients(n, m)
+    rm, cm = row_mean[:, None], col_mean[None, :]
+    std = torch.sub(rm, cm, out=out) if out is not None else rm - cm
+    std.square_().mul_(k)
+    return std.add_((c * row_std.square())[:, None]).add_((d * col_std.square())[None, :]).sqrt_()
+
+
 def sample_weight(
     row_mean: torch.Tensor,
     row_std: torch.Tensor,
@@ -112,25 +139,49 @@ def sample_weight(
     num_rows: Optional[int] = None,
     *,
     scratch: Optional[torch.Tensor] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """W = mu + sqrt(var) * noise with (mu, var) of Eq. (2); ``noise`` (fp32) is consumed in place and returned.
+    """W = mu + sigma * noise with (mu, sigma) of Eq. (2), from standard normal ``noise`` (fp32).
 
-    The same values as ``mean + var.sqrt() * noise`` from :func:`eq2_distribution`, with one (n, m)
-    temporary besides ``noise`` (``scratch`` when given). To sample a block of rows, pass that block's row
-    statistics and the whole matrix's row count as ``num_rows`` (Eq. 2 uses n, m of the whole matrix). Only
-    correctly rounded elementwise operations are used, so an element is bit-for-bit the same whether it is
-    computed in the whole matrix or in a row block, on any number of threads.
+    Without ``out`` the noise is consumed in place and returned (one (n, m) temporary besides it, the
+    sigma matrix of :func:`eq2_std`, in ``scratch`` when given); with ``out`` the noise is kept. Row blocks:
+    see :func:`eq2_std`. Every element is bit-for-bit the same in the whole matrix or in a row block.
     """
     rows, m = row_mean.shape[0], col_mean.shape[0]
     n = rows if num_rows is None else int(num_rows)
     if noise.shape != (rows, m):
         raise ValueError(f"noise shape {tuple(noise.shape)} does not match ({rows}, {m})")
+    a, b, _, _, _ = _eq2_coefficients(n, m)
+    std = eq2_std(row_mean, row_std, col_mean, col_std, n, out=scratch)
+    weight = noise.mul_(std) if out is None else torch.mul(noise, std, out=out)
+    return weight.add_(a * row_mean[:, None]).add_(b * col_mean[None, :])
+
+
+def eq2_statistics_grad(stats: RowColStats, noise: torch.Tensor, std: torch.Tensor, grad: torch.Tensor, *,
+                        scratch: Optional[torch.Tensor] = None) -> RowColStats:
+    """dL/d(statistics) of the reparameterised draw W = mu + sigma * Z of Eq. (2), from G = dL/dW.
+
+    With H = G * Z / sigma (elementwise; 0 where sigma = 0), a = m/(m+n), b = n/(m+n) and c, d, k the
+    variance coefficients of Eq. (2):
+        dL/dmu_i = a * sum_j G_ij + k * (mu_i * sum_j H_ij - sum_j H_ij nu_j)
+        dL/dnu_j = b * sum_i G_ij - k * (sum_i H_ij mu_i - nu_j * sum_i H_ij)
+        dL/ds_i  = c * s_i * sum_j H_ij,      dL/dt_j = d * t_j * sum_i H_ij
+    for row i (mean mu_i, std s_i) and column j (mean nu_j, std t_j). One elementwise pass builds H (in
+    ``scratch`` when given); the sums are two matrix-vector products with H and two plain sums of G.
+    """
+    rm, rs, cm, cs = stats
+    n, m = rm.shape[0], cm.shape[0]
     a, b, c, d, k = _eq2_coefficients(n, m)
-    rm, cm = row_mean[:, None], col_mean[None, :]
-    std = torch.sub(rm, cm, out=scratch) if scratch is not None else rm - cm
-    std.square_().mul_(k)
-    std.add_((c * row_std.square())[:, None]).add_((d * col_std.square())[None, :]).sqrt_()
-    return noise.mul_(std).add_(a * rm).add_(b * cm)
+    g = grad.detach().to(noise.dtype)
+    h = torch.mul(g, noise, out=scratch) if scratch is not None else g * noise
+    h.div_(std)
+    if bool((rs == 0).any()) and bool((cs == 0).any()):  # sigma_ij can only vanish where both stds do
+        h = torch.where(std > 0, h, 0.0)
+    rows = h @ torch.stack([torch.ones_like(cm), cm], 1)  # (n, 2): sum_j H_ij, sum_j H_ij nu_j
+    cols = torch.stack([torch.ones_like(rm), rm], 0) @ h  # (2, m): sum_i H_ij, sum_i H_ij mu_i
+    g_rm = a * g.sum(1) + k * (rm * rows[:, 0] - rows[:, 1])
+    g_cm = b * g.sum(0) - k * (cols[1] - cm * cols[0])
+    return RowColStats(g_rm, c * rs * rows[:, 0], g_cm, d * cs * cols[0])
 
 
 def moments(x: torch.Tensor, y: torch.Tensor, dim: int, *, scratch=None):

@@ -3,6 +3,12 @@
 Module names are those of the installed transformers (5.x). Each canonical target maps to candidate
 paths relative to a block; the first that exists is used (older naming kept as a fallback, e.g. ViT
 in transformers 4.x used ``attention.attention.query`` where 5.x uses ``attention.q_proj``).
+
+Convolutional networks (ResNet, MobileNetV2) have no transformer blocks: their numbered convolution
+modules are listed by :mod:`isogauss_hf.mapping_cnn` (:data:`~isogauss_hf.mapping_cnn.CNN_ARCHITECTURES`),
+and for them ``layers`` are module numbers and ``target_modules`` selector words or patterns
+(:func:`resolve_targets` says which). The generic pattern path matches fully connected layers and
+``nn.Conv2d`` modules (other convolution kinds are one clear error naming the module).
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ from typing import Optional
 from torch import nn
 
 from .config import CANONICAL_TARGETS, IsoGaussConfig
+from .layers.conv import check_supported_conv, is_conv_module
 from .layers.linear import is_conv1d
+from .mapping_cnn import CNN_ARCHITECTURES, ConvEntry, conv_entries, entry_has, selector_words
 
-__all__ = ["ArchitectureSpec", "ARCHITECTURES", "Target", "resolve_targets", "register_architecture", "count_blocks"]
+__all__ = ["ArchitectureSpec", "ARCHITECTURES", "Target", "resolve_targets", "register_architecture", "count_blocks",
+           "find_block_list"]
 
 _BERT_LIKE = {
     "query": ("attention.self.query",),
@@ -90,7 +99,8 @@ def _model_type(model: nn.Module) -> Optional[str]:
     return getattr(config, "model_type", None)
 
 
-def _find_block_list(model: nn.Module, spec: ArchitectureSpec) -> tuple[str, nn.ModuleList]:
+def find_block_list(model: nn.Module, spec: ArchitectureSpec) -> tuple[str, nn.ModuleList]:
+    """The qualified name and the ``ModuleList`` of ``model``'s transformer blocks (one-line error if absent)."""
     for suffix in spec.block_lists:
         for name, module in model.named_modules():
             if isinstance(module, nn.ModuleList) and (name == suffix or name.endswith("." + suffix)):
@@ -98,12 +108,19 @@ def _find_block_list(model: nn.Module, spec: ArchitectureSpec) -> tuple[str, nn.
     raise ValueError(f"could not find the transformer blocks (looked for a ModuleList named {spec.block_lists})")
 
 
+_find_block_list = find_block_list  # the former private name (kept while callers move to the public one)
+
+
 def count_blocks(model: nn.Module) -> Optional[int]:
-    """Number of transformer blocks of a mapped architecture (None when unmapped)."""
+    """Number of transformer blocks of a mapped architecture, or of numbered modules of a mapped CNN
+    (None when unmapped)."""
+    entries = conv_entries(model)
+    if entries is not None:
+        return max((e.index for e in entries), default=0)
     spec = ARCHITECTURES.get(_model_type(model) or "")
     if spec is None:
         return None
-    return len(_find_block_list(model, spec)[1])
+    return len(find_block_list(model, spec)[1])
 
 
 def _is_fc(module: nn.Module) -> bool:
@@ -113,13 +130,16 @@ def _is_fc(module: nn.Module) -> bool:
 def resolve_targets(model: nn.Module, config: IsoGaussConfig) -> list[Target]:
     """The modules of ``model`` that ``config`` selects, with clear errors for bad selections."""
     model_type = _model_type(model)
+    entries = conv_entries(model)
+    if entries is not None:
+        return _resolve_cnn(model, config, entries, model_type)
     spec = ARCHITECTURES.get(model_type or "")
     names = config.target_modules
     canonical = names is None or all(t in CANONICAL_TARGETS for t in names)
     if spec is not None and canonical:
         return _resolve_mapped(model, config, spec, model_type)
     if names is None:
-        known = ", ".join(sorted(ARCHITECTURES))
+        known = ", ".join(sorted({*ARCHITECTURES, *CNN_ARCHITECTURES}))
         raise ValueError(
             f"no layer map for model_type {model_type!r} ({type(model).__name__}); known architectures: {known}. "
             f"Pass target_modules=[regex, ...] matching full module names (e.g. r'layers\\.\\d+\\.fc1')"
@@ -128,7 +148,7 @@ def resolve_targets(model: nn.Module, config: IsoGaussConfig) -> list[Target]:
 
 
 def _resolve_mapped(model, config, spec, model_type) -> list[Target]:
-    list_name, blocks = _find_block_list(model, spec)
+    list_name, blocks = find_block_list(model, spec)
     n_blocks = len(blocks)
     layers = config.layers if config.layers is not None else list(range(1, n_blocks + 1))
     out_of_range = [b for b in layers if b > n_blocks]
@@ -191,7 +211,7 @@ def _resolve_patterns(model, config) -> list[Target]:
         layer_re = re.compile(config.layers_pattern)
     except re.error as e:
         raise ValueError(f"layers_pattern {config.layers_pattern!r} is not a valid regular expression: {e}") from None
-    fc_names = [name for name, module in model.named_modules() if name and _is_fc(module)]
+    fc_names = [name for name, module in model.named_modules() if name and (_is_fc(module) or is_conv_module(module))]
     targets: list[Target] = []
     found_blocks: set[int] = set()
     for raw, pattern in patterns:
@@ -199,7 +219,7 @@ def _resolve_patterns(model, config) -> list[Target]:
         if not matched:
             sample = ", ".join(fc_names[:6]) + (" ..." if len(fc_names) > 6 else "")
             raise ValueError(
-                f"target_modules pattern {raw!r} matches no nn.Linear/Conv1D module (full-name match); "
+                f"target_modules pattern {raw!r} matches no nn.Linear/Conv1D module or convolution (full-name match); "
                 f"fully connected modules in this model include: {sample}"
             )
         for name in matched:
@@ -213,6 +233,9 @@ def _resolve_patterns(model, config) -> list[Target]:
                 found_blocks.add(block)
             if any(t.name == name for t in targets):
                 continue
+            module = model.get_submodule(name)
+            if is_conv_module(module):
+                check_supported_conv(module, name)
             targets.append(Target(name=name, block=block, targets=(raw,)))
     if config.layers is not None:
         missing = sorted(set(config.layers) - found_blocks)
@@ -221,6 +244,50 @@ def _resolve_patterns(model, config) -> list[Target]:
                 f"layers {missing} select no module matched by target_modules {config.target_modules} "
                 f"(block index read with layers_pattern {config.layers_pattern!r}, 1-based)"
             )
+    return targets
+
+
+def _resolve_cnn(model: nn.Module, config: IsoGaussConfig, entries: list[ConvEntry], model_type: str) -> list[Target]:
+    """A mapped CNN: ``layers`` are module numbers, ``target_modules`` selector words or patterns
+    (:mod:`isogauss_hf.mapping_cnn`)."""
+    where = f"{type(model).__name__} ({model_type})"
+    count = max((e.index for e in entries), default=0)
+    layers = config.layers
+    out_of_range = [b for b in (layers or []) if b > count]
+    if out_of_range:
+        raise ValueError(f"layers {out_of_range} out of range for {where} with {count} numbered modules: valid "
+                         f"module numbers are 1..{count} (1-based, the paper's numbering; see isogauss_hf.mapping_cnn)")
+    words = selector_words(entries)
+    selectors = []
+    for raw in config.target_modules or []:
+        if raw in words:
+            selectors.append(lambda e, w=raw: entry_has(e, w))
+            continue
+        try:
+            pattern = re.compile(raw)
+        except re.error as e:
+            raise ValueError(f"target_modules {raw!r} is neither a selector word of {model_type} nor a valid regular "
+                             f"expression ({e}); selector words: {', '.join(words)}") from None
+        if not any(pattern.fullmatch(e.name) for e in entries):
+            raise ValueError(f"target_modules {raw!r} selects no module of {where}: selector words are "
+                             f"{', '.join(words)}, or a regular expression matching full module names such as "
+                             f"{entries[0].name!r}")
+        selectors.append(lambda e, p=pattern: p.fullmatch(e.name) is not None)
+    chosen = [e for e in entries if (layers is None or e.index in layers)
+              and (not selectors or any(select(e) for select in selectors))]
+    missing = sorted(set(layers or []) - {e.index for e in chosen})
+    if missing:
+        roles = "; ".join(f"module {i} is {'+'.join(e.role for e in entries if e.index == i)}" for i in missing)
+        raise ValueError(f"layers {missing} select no module matched by target_modules {config.target_modules} in "
+                         f"{where} ({roles})")
+    targets = []
+    for e in chosen:
+        module = model.get_submodule(e.name)
+        if is_conv_module(module):
+            check_supported_conv(module, e.name)
+        elif not _is_fc(module):
+            raise ValueError(f"{e.name} is a {type(module).__name__}, neither a convolution nor a fully connected layer")
+        targets.append(Target(name=e.name, block=e.index, targets=(e.role,)))
     return targets
 
 

@@ -12,19 +12,28 @@ Adapter semantics:
   (same module names, hence the same per-layer noise seeds and the same draws);
 * everything else of the base model is frozen; the Gaussian layers' biases and ``modules_to_save`` (the task head;
   ``task_type="SEQ_CLS"`` adds ``classifier``/``score``) are trained by the optimizer, the statistics by GDU/WDU
-  through :class:`~isogauss_hf.IsoGaussCallback` (they are buffers, not parameters);
+  through :class:`~isogauss_hf.IsoGaussCallback` (buffers), or by the optimizer under ``rule="backprop"``
+  (parameters);
 * the adapter file holds every Gaussian layer's statistics, noise seed, draw counter and bias plus the
-  ``modules_to_save`` copies; loading checks them (missing, unexpected or wrong-shaped tensors are an error);
+  ``modules_to_save`` copies; loading checks them (missing, unexpected or wrong-shaped tensors, non-finite
+  statistics and negative stds are an error);
 * the dense weights of the replaced matrices are gone, so the adapter cannot be disabled or unloaded;
-  ``merge_and_unload()`` returns the base model with one seeded draw per Gaussian layer (as ``export_dense``).
+  ``merge_and_unload()`` returns the base model with one seeded draw per Gaussian layer (as ``export_dense``);
+* ``print_trainable_parameters()`` / ``get_nb_trainable_parameters()`` count the statistics GDU/WDU learn (buffers)
+  as trainable, as :class:`~isogauss_hf.IsoGaussModel` does. PEFT counts ``named_parameters()`` only and offers no
+  tuner hook, so registration wraps ``PeftModel.get_nb_trainable_parameters`` once: the wrapper calls PEFT's own
+  count and adds :func:`~isogauss_hf.model.statistics_counts` only when the model's tuner is an
+  :class:`IsoGaussTuner` (nothing learned in ``inference_mode``); every other PEFT model gets PEFT's number.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Optional
 
 import torch
+from peft import PeftModel
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils.other import AuxiliaryTrainingWrapper, set_additional_trainable_modules
@@ -34,7 +43,8 @@ from .config import PEFT_TYPE, IsoGaussConfig
 from .convert import convert_in_place, iter_isogauss_layers, replace_module
 from .layers import IsoGaussLayer, is_gaussian_module
 from .sampling import SamplingMixin, forward_over_draws
-from .serialization import describe_mismatch
+from .model import statistics_counts
+from .serialization import check_statistics, describe_mismatch
 
 __all__ = ["IsoGaussTuner", "register_with_peft", "PEFT_PREFIX"]
 
@@ -48,6 +58,12 @@ def _gaussian_prefixes(model: nn.Module) -> list[str]:
         if is_gaussian_module(module) and not any(name.startswith(p) for p in prefixes):
             prefixes.append(name + ".")
     return prefixes
+
+
+def _set_layer_trainable(layer: IsoGaussLayer, trainable: bool) -> None:
+    """The optimizer trains a Gaussian layer's bias, and its statistics under ``rule="backprop"``."""
+    for p in layer.parameters(recurse=False):  # bias; row/column statistics when they are parameters
+        p.requires_grad = trainable
 
 
 def _under(key: str, prefixes: list[str]) -> bool:
@@ -97,14 +113,12 @@ class IsoGaussTuner(SamplingMixin, BaseTuner):
             p.requires_grad = False
         if not config.inference_mode:
             for _, module in iter_isogauss_layers(model):
-                if module.bias is not None:
-                    module.bias.requires_grad = True
+                _set_layer_trainable(module, True)
 
     def set_requires_grad(self, adapter_names, requires_grad: bool = True) -> None:
         super().set_requires_grad(adapter_names, requires_grad)
         for _, module in iter_isogauss_layers(self.model):
-            if module.bias is not None:
-                module.bias.requires_grad = requires_grad
+            _set_layer_trainable(module, requires_grad)
 
     def _create_and_replace(self, *args, **kwargs) -> None:  # pragma: no cover - inject_adapter does the work
         raise RuntimeError("IsoGaussTuner resolves and replaces its targets in inject_adapter")
@@ -148,6 +162,7 @@ class IsoGaussTuner(SamplingMixin, BaseTuner):
         problems = describe_mismatch(missing, unexpected, wrong)
         if problems:
             raise ValueError("isogauss adapter does not fit the model: " + problems)
+        check_statistics(gaussian_found.items(), "isogauss adapter")
         return dict(state_dict)
 
     # ------------------------------------------------------------------ running
@@ -221,11 +236,30 @@ class IsoGaussTuner(SamplingMixin, BaseTuner):
         return self._unload_and_optionally_merge(merge=False, progressbar=progressbar)
 
 
+def _count_learned_statistics(peft_count):
+    """Wrap ``PeftModel.get_nb_trainable_parameters``: isogauss adapters add their buffer statistics."""
+
+    @functools.wraps(peft_count)
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        trainable, total = peft_count(self)
+        tuner = self._modules.get("base_model")
+        if isinstance(tuner, IsoGaussTuner):
+            learned, stored = statistics_counts(tuner.model, learning=not tuner.isogauss_config.inference_mode)
+            trainable, total = trainable + learned, total + stored
+        return trainable, total
+
+    get_nb_trainable_parameters.__isogauss_wrapped__ = peft_count
+    return get_nb_trainable_parameters
+
+
 def register_with_peft() -> None:
-    """Enter the isogauss method into PEFT's mapping tables (idempotent; runs on ``import isogauss_hf``)."""
+    """Enter the isogauss method into PEFT's mapping tables and its parameter count (idempotent; runs on
+    ``import isogauss_hf``)."""
     PEFT_TYPE_TO_CONFIG_MAPPING[PEFT_TYPE] = IsoGaussConfig
     PEFT_TYPE_TO_TUNER_MAPPING[PEFT_TYPE] = IsoGaussTuner
     PEFT_TYPE_TO_PREFIX_MAPPING[PEFT_TYPE] = PEFT_PREFIX
+    if not hasattr(PeftModel.get_nb_trainable_parameters, "__isogauss_wrapped__"):
+        PeftModel.get_nb_trainable_parameters = _count_learned_statistics(PeftModel.get_nb_trainable_parameters)
 
 
 register_with_peft()

@@ -7,7 +7,10 @@ values and the wording of the error exist once. It imports nothing from the pack
 Rules (how a Gaussian layer's row/column statistics learn):
 
 * ``gdu`` — Gradient Distribution Update (Algorithm 1, Eqs. 5-6);
-* ``wdu`` — Weight Distribution Update (Algorithm 2).
+* ``wdu`` — Weight Distribution Update (Algorithm 2);
+* ``backprop`` — beyond the paper: the statistics are ``nn.Parameter`` s trained by the optimizer through
+  the reparameterised draw W = mean + std * noise;
+* ``frozen`` — no update: the statistics keep their initial fit (a baseline).
 
 Noise modes (how a weight is drawn from Eq. 2):
 
@@ -32,6 +35,10 @@ __all__ = [
 RULE_HELP: dict[str, str] = {
     "gdu": "Gradient Distribution Update (Algorithm 1): add the row/column distribution of the step -lr*dL/dW",
     "wdu": "Weight Distribution Update (Algorithm 2): refit row/column statistics of the SGD-updated draw",
+    "backprop": "beyond the paper: the statistics are parameters trained by the model's optimizer through "
+                "W = mean + std * noise (Eq. 2 reparameterised)",
+    "frozen": "the statistics stay at their initial fit, never updated (the paper's Table 8 "
+              "back-propagation-statistics baseline)",
 }
 #: noise mode -> one-line description (the keys are the allowed values of ``noise``).
 NOISE_HELP: dict[str, str] = {

@@ -2,6 +2,7 @@
 
 * :mod:`.base` — :class:`IsoGaussLayer`, everything the kinds share (statistics, draws, distribution step);
 * :mod:`.linear` — :class:`IsoGaussLinear` (``nn.Linear`` / GPT-2 ``Conv1D``), :class:`IsoGaussFusedLinear`;
+* :mod:`.conv` — :class:`IsoGaussConv2d` (``nn.Conv2d`` as its im2col matrix);
 * :mod:`.updates` — the (rule, noise) -> update table.
 
 A new kind (e.g. a convolution) adds one :class:`LayerKind` to :data:`LAYER_KINDS`; conversion
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .base import IsoGaussLayer
+from .conv import IsoGaussConv2d, is_supported_conv
 from .linear import IsoGaussFusedLinear, IsoGaussLinear, is_conv1d
 from .updates import DISTRIBUTION_UPDATES, DistributionUpdate, distribution_update
 
@@ -25,6 +27,7 @@ __all__ = [
     "IsoGaussLayer",
     "IsoGaussLinear",
     "IsoGaussFusedLinear",
+    "IsoGaussConv2d",
     "LayerKind",
     "LAYER_KINDS",
     "layer_kind_for_module",
@@ -79,9 +82,26 @@ def _linear_describe(module: nn.Module, layer: nn.Module) -> dict:
             "bias": getattr(module, "bias", None) is not None, "source": layer.source}
 
 
+def _conv_build(module: nn.Module, config: Any, seed: int, splits: int) -> nn.Module:
+    if splits > 1:
+        raise ValueError(f"a Conv2d cannot be split into {splits} Gaussian matrices (splits are for fused projections)")
+    return IsoGaussConv2d.from_conv(module, seed=seed, config=config)
+
+
+def _conv_empty(record: dict, config: Any, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    geometry = {k: record[k] for k in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                                       "groups", "padding_mode")}
+    return IsoGaussConv2d(**geometry, bias=record["bias"], config=config, device=device, dtype=dtype)
+
+
+def _conv_describe(module: nn.Module, layer: nn.Module) -> dict:
+    return {**layer.geometry(), "bias": layer.bias is not None, "source": layer.source}
+
+
 LAYER_KINDS: list[LayerKind] = [
     LayerKind("linear", IsoGaussLinear.SOURCES, lambda m: isinstance(m, nn.Linear) or is_conv1d(m),
               _linear_build, _linear_empty, _linear_describe),
+    LayerKind("conv2d", IsoGaussConv2d.SOURCES, is_supported_conv, _conv_build, _conv_empty, _conv_describe),
 ]
 
 

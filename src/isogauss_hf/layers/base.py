@@ -9,7 +9,9 @@ module. Everything else lives here:
 * drawing W from Eq. (2) with seeded noise — per training step, per evaluation forward, or one fixed draw
   (``noise="seeded"``), cached while pinned — in :class:`~isogauss_hf.layers.draws.DrawsMixin`;
 * the distribution step after each optimizer step, chosen from
-  :data:`isogauss_hf.layers.updates.DISTRIBUTION_UPDATES` by the layer's (rule, noise);
+  :data:`isogauss_hf.layers.updates.DISTRIBUTION_UPDATES` by the layer's (rule, noise); with ``backprop``
+  the statistics are ``nn.Parameter`` s instead (same names in the state dict) and the optimizer trains
+  them through :mod:`isogauss_hf.layers.reparam`;
 * low-memory inference (the draw rebuilt a block of output rows at a time).
 """
 
@@ -25,6 +27,7 @@ from torch import nn
 from ..functional import RowColStats, standardize_input
 from ..settings import LayerOptions, check_rule
 from .draws import STREAM_EVAL, STREAM_FIXED, STREAM_TRAIN, DrawsMixin
+from .reparam import canonicalize_stds
 from .updates import distribution_update
 
 __all__ = ["IsoGaussLayer", "STREAM_TRAIN", "STREAM_EVAL", "STREAM_FIXED"]
@@ -34,8 +37,9 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
     """Base class of the Gaussian layer kinds: an (n, m) weight matrix stored as row/column statistics.
 
     Contract (every kind):
-      * buffers ``row_mean``/``row_std`` (length n = output features) and ``col_mean``/``col_std`` (length m)
-        are fp32 whatever the module dtype; ``bias`` (length n) is an ordinary trained parameter;
+      * ``row_mean``/``row_std`` (length n = output features) and ``col_mean``/``col_std`` (length m) are
+        fp32 whatever the module dtype — buffers, or parameters under ``rule="backprop"`` — and stds are
+        never negative; ``bias`` (length n) is an ordinary trained parameter;
       * in training mode each forward samples W (``last_weight``, a leaf tensor: after ``backward()``
         ``last_weight.grad`` is dL/dW); with ``hold_draw=True`` the draw is kept until the next
         :meth:`distribution_step`, so all micro-batches of one optimizer step share it;
@@ -67,10 +71,8 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
         self.std_floor = options.std_floor
         self._update = distribution_update(self.rule, self.noise)
         f32 = dict(device=device, dtype=torch.float32)
-        self.register_buffer("row_mean", torch.zeros(self._rows, **f32))
-        self.register_buffer("row_std", torch.zeros(self._rows, **f32))
-        self.register_buffer("col_mean", torch.zeros(self._cols, **f32))
-        self.register_buffer("col_std", torch.zeros(self._cols, **f32))
+        for name, size in zip(self.STAT_NAMES, (self._rows, self._rows, self._cols, self._cols)):
+            self.register_buffer(name, torch.zeros(size, **f32))
         self.register_buffer("noise_seed", torch.tensor(int(seed), dtype=torch.int64, device=device))
         self.register_buffer("draw_counter", torch.tensor(0, dtype=torch.int64, device=device))
         if bias:
@@ -93,9 +95,13 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
         self._draw_buffer: Optional[torch.Tensor] = None
         self._draw_handle: Optional[weakref.ref] = None
         self._lowmem_block_rows: Optional[int] = None
+        self._held_key: Optional[tuple[str, int]] = None  # the noise key pinned by hold_draw (backprop rule)
+        self._noise_cache: Optional[tuple[Any, torch.Tensor]] = None  # a seeded layer's noise while training
         #: Qualified module name used in warnings (set by the callback / the model wrapper); None = unnamed.
         self.qualified_name: Optional[str] = None
         self.register_load_state_dict_post_hook(IsoGaussLayer._after_load)
+        self.register_state_dict_pre_hook(IsoGaussLayer._before_state_dict)
+        self._place_statistics()
 
     # ------------------------------------------------------------------ state
     @property
@@ -112,17 +118,48 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
         return RowColStats(self.row_mean, self.row_std, self.col_mean, self.col_std)
 
     def set_statistics(self, stats: RowColStats) -> None:
-        """Copy new statistics into the fp32 buffers and invalidate the current draw."""
-        for name, value in zip(self.STAT_NAMES, stats):
-            getattr(self, name).copy_(value.detach().to(torch.float32))
+        """Copy new statistics into the fp32 tensors and invalidate the current draw."""
+        with torch.no_grad():
+            for name, value in zip(self.STAT_NAMES, stats):
+                getattr(self, name).copy_(value.detach().to(torch.float32))
         self._stats_version += 1
         self._cache = None
 
+    @property
+    def learns_statistics(self) -> bool:
+        """Whether training changes the statistics (GDU/WDU steps or the optimizer); False for ``frozen``."""
+        return self._update.learns
+
     def set_rule(self, rule: str) -> None:
-        """Change how the statistics learn (the table entry follows)."""
+        """Change how the statistics learn (the table entry follows; statistics become parameters for
+        ``backprop`` and buffers otherwise, keeping their values and state-dict names)."""
         self.rule = check_rule(rule)
         self._update = distribution_update(self.rule, self.noise)
+        self._place_statistics()
 
+    def _place_statistics(self) -> None:
+        """Statistics are ``nn.Parameter`` s when the optimizer trains them (``backprop``), buffers otherwise."""
+        trainable = self._update.trains_statistics
+        for name in self.STAT_NAMES:
+            current = self._parameters.get(name) if name in self._parameters else self._buffers.get(name)
+            if (name in self._parameters) == trainable:
+                continue
+            value = current.detach().clone()
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
+            if trainable:
+                self.register_parameter(name, nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
+        if trainable:
+            canonicalize_stds(self)
+        self._stats_version += 1
+        self._cache = None
+
+    @staticmethod
+    def _before_state_dict(module: "IsoGaussLayer", prefix, keep_vars) -> None:
+        if module._update.trains_statistics:
+            canonicalize_stds(module)  # saved stds are never negative (see isogauss_hf.layers.reparam)
     @staticmethod
     def _after_load(module: "IsoGaussLayer", incompatible_keys) -> None:
         module._seed = int(module.noise_seed)
@@ -133,14 +170,20 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
 
     def _apply(self, fn, recurse=True):
         # Statistics stay fp32 through .half()/.to(dtype): only the device of `fn` is applied to them.
-        stats = {name: self._buffers.pop(name) for name in self.STAT_NAMES}
+        store = self._parameters if self._update.trains_statistics else self._buffers
+        stats = {name: store.pop(name) for name in self.STAT_NAMES}
         try:
             super()._apply(fn, recurse)
         finally:
-            for name, buf in stats.items():
-                probe = fn(torch.empty(0, dtype=torch.float32, device=buf.device))
-                self._buffers[name] = buf.to(device=probe.device, dtype=torch.float32)
+            for name, t in stats.items():
+                probe = fn(torch.empty(0, dtype=torch.float32, device=t.device))
+                if isinstance(t, nn.Parameter):  # keep the Parameter object (an optimizer may hold it)
+                    t.data = t.data.to(device=probe.device, dtype=torch.float32)
+                    store[name] = t
+                else:
+                    store[name] = t.to(device=probe.device, dtype=torch.float32)
         self._cache = None
+        self._noise_cache = None
         return self
 
     def _options_repr(self) -> str:
@@ -155,6 +198,8 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.standardize:
             x = self._standardize(x)
+        if self._update.trains_statistics:
+            canonicalize_stds(self)
         if self.training and torch.is_grad_enabled():
             self._cache = None
             weight = self._training_weight()
@@ -169,6 +214,7 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
     def reset_draw(self) -> None:
         """Forget the current training draw and its gradient (the next forward draws anew)."""
         self.last_weight = None
+        self._held_key = None
 
     def distribution_step(self, rule: Optional[str] = None, lr: Optional[float] = None) -> bool:
         """Update the statistics from ``last_weight`` and its gradient by the layer's rule (or ``rule``).
@@ -180,7 +226,7 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
         if lr is None:
             raise TypeError("distribution_step needs the learning rate: distribution_step(lr=...)")
         update = self._update if rule is None or rule == self.rule else distribution_update(rule, self.noise)
-        weight, self.last_weight = self.last_weight, None
+        weight, self.last_weight, self._held_key = self.last_weight, None, None
         if update.apply is None or weight is None or weight.grad is None:
             return False
         new = update(self.statistics, weight, weight.grad, float(lr))

@@ -21,6 +21,7 @@ import torch
 from .. import _runtime
 from ..functional import eq2_distribution, sample_weight
 from ..noise import NOISE_BLOCK_ROWS, derive_seed, standard_normal_noise
+from .reparam import reparam_draw
 
 __all__ = ["DrawsMixin", "STREAM_TRAIN", "STREAM_EVAL", "STREAM_FIXED"]
 
@@ -31,6 +32,11 @@ STREAM_FIXED = "fixed"  # seeded mode: index 0 is "the" draw
 
 class DrawsMixin:
     """Weight draws of an (n, m) Gaussian matrix (see the module docstring); mixed into ``IsoGaussLayer``."""
+
+    #: Seeded layers keep their fixed standard-normal noise (one fp32 (n, m) tensor, the size of a dense
+    #: weight) while training instead of regenerating it every step; released in eval mode. Set False on a
+    #: layer (or the class) to trade that memory for one noise generation per step.
+    cache_fixed_noise = True
 
     # ------------------------------------------------------------------ distributions and draws
     def weight_distribution(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,16 +96,55 @@ class DrawsMixin:
         self._draw_count = int(index)
         self.draw_counter.fill_(self._draw_count)
 
+    def _training_key(self) -> tuple[str, int]:
+        """The noise key of this training forward (advances the draw counter of a resample layer)."""
+        if self.noise == "seeded":
+            return (STREAM_FIXED, 0)
+        if self.hold_draw and self._held_key is not None:
+            return self._held_key
+        key = (STREAM_TRAIN, self._draw_count)
+        self._draw_count += 1
+        self.draw_counter.fill_(self._draw_count)
+        if self.hold_draw:
+            self._held_key = key
+        return key
+
+    def _training_noise(self, key: tuple[str, int]) -> Optional[torch.Tensor]:
+        """The seeded layer's fixed noise, generated once and kept while training (:attr:`cache_fixed_noise`);
+        None for a resample draw (fresh noise every step)."""
+        if key != (STREAM_FIXED, 0) or not self.cache_fixed_noise:
+            return None
+        device = self.row_mean.device
+        cached = self._noise_cache
+        if cached is None or cached[0] != (self._seed, device):
+            noise = standard_normal_noise(self.matrix_shape, self.draw_seed(*key), generator=self._generator(device),
+                                          device=device)
+            cached = self._noise_cache = ((self._seed, device), noise)
+        return cached[1]
+
     def _training_weight(self) -> torch.Tensor:
+        if self._update.trains_statistics:  # the optimizer trains the statistics through the draw
+            key = self._training_key()
+            noise = self._training_noise(key)
+            if noise is None:
+                device = self.row_mean.device
+                noise = standard_normal_noise(self.matrix_shape, self.draw_seed(*key),
+                                              generator=self._generator(device), device=device)
+            self.last_weight = reparam_draw(self.statistics, noise)
+            return self.last_weight
         if self.hold_draw and self.last_weight is not None:
             return self.last_weight
-        if self.noise == "seeded":
-            key = (STREAM_FIXED, 0)
+        key = self._training_key()
+        noise = self._training_noise(key)
+        out = self._reusable_draw_buffer()
+        if noise is not None:  # the cached fixed noise is kept: the draw goes into its own buffer
+            if out is None:
+                out = torch.empty(self.matrix_shape, device=noise.device, dtype=torch.float32)
+            with torch.no_grad():
+                weight = _runtime.run_kernel(sample_weight, *self.statistics, noise, like=noise, scratch_slots=(3,),
+                                             out=out)
         else:
-            key = (STREAM_TRAIN, self._draw_count)
-            self._draw_count += 1
-            self.draw_counter.fill_(self._draw_count)
-        weight = self.sample(*key, out=self._reusable_draw_buffer())
+            weight = self.sample(*key, out=out)
         if self._update.needs_weight_grad:
             weight.requires_grad_(True)
         if weight.device.type == "cpu":
@@ -122,8 +167,9 @@ class DrawsMixin:
         return state
 
     def train(self, mode: bool = True):
-        if not mode:
-            self._draw_buffer = self._draw_handle = None  # eval needs no training buffer
+        if not mode:  # eval needs no training buffers
+            self._draw_buffer = self._draw_handle = None
+            self._noise_cache = None
         return super().train(mode)
 
     def _next_eval_key(self) -> tuple[str, int]:

@@ -9,6 +9,9 @@ rule              noise       update
 ``gdu``           any         :func:`~isogauss_hf.functional.gdu_update` (Algorithm 1)
 ``wdu``           resample    :func:`~isogauss_hf.functional.wdu_update` (Algorithm 2)
 ``wdu``           seeded      :func:`~isogauss_hf.functional.wdu_update_fixed_draw` (no drift on one draw)
+``backprop``      any         none here: the statistics are parameters the optimizer trains through the
+                              reparameterised draw (:mod:`isogauss_hf.layers.reparam`)
+``frozen``        any         none: the statistics keep their initial fit
 ================  ==========  ===========================================================
 
 The functions run through :func:`isogauss_hf._runtime.run_kernel` (threads, optional compile, scratch).
@@ -37,6 +40,13 @@ class DistributionUpdate:
     apply: Optional[Callable[[F.RowColStats, torch.Tensor, torch.Tensor, float], F.RowColStats]]
     #: whether the training draw W needs dL/dW (a leaf that requires grad); False skips that backward work
     needs_weight_grad: bool = True
+    #: the statistics are ``nn.Parameter`` s trained by the optimizer (gradients through Eq. 2)
+    trains_statistics: bool = False
+
+    @property
+    def learns(self) -> bool:
+        """Whether the statistics change during training (by this update or by the optimizer)."""
+        return self.apply is not None or self.trains_statistics
 
     def __call__(self, stats: F.RowColStats, weight: torch.Tensor, grad: torch.Tensor, lr: float) -> F.RowColStats:
         return self.apply(stats, weight, grad, lr)
@@ -61,6 +71,10 @@ DISTRIBUTION_UPDATES: dict[tuple[str, str], DistributionUpdate] = {
     ("gdu", "seeded"): _GDU,
     ("wdu", "resample"): DistributionUpdate("WDU (Algorithm 2)", _wdu),
     ("wdu", "seeded"): DistributionUpdate("WDU, fixed-draw refit", _wdu_fixed),
+    **{("backprop", noise): DistributionUpdate("optimizer through Eq. 2", None, needs_weight_grad=False,
+                                               trains_statistics=True) for noise in NOISE_MODES},
+    **{("frozen", noise): DistributionUpdate("frozen at the initial fit", None, needs_weight_grad=False)
+       for noise in NOISE_MODES},
 }
 
 _missing = sorted(set(itertools.product(RULES, NOISE_MODES)) - set(DISTRIBUTION_UPDATES))

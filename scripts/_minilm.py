@@ -1,0 +1,243 @@
+"""Shared runner of the MiniLM-L6 experiments (Table 2 analogue with baselines, learning curves, attempts).
+
+One *variant* of one run is a string:
+
+* ``dense`` — plain fine-tuning;
+* ``drop`` / ``lowrank`` / ``frozen`` — the baselines of :mod:`isogauss_hf.baselines`;
+* ``RULE/NOISE`` — Gaussian blocks, e.g. ``gdu/seeded``, ``wdu/resample``, ``backprop/seeded``;
+
+optionally followed by ``+option`` parts: ``+dlr=X`` (distribution lr for GDU/WDU), ``+std`` (input
+standardization), ``+calib=N`` (N steps fitting the statistics to the dense block's outputs first, see
+:func:`calibrate`). Every run is fine-tuned by the transformers ``Trainer`` (AdamW; a separate lr for the
+new classification head) and scored on the test split with a Wilson 95 % interval.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _repro_common as C  # noqa: E402
+
+
+@dataclasses.dataclass
+class Budget:
+    train_size: int
+    test_size: int
+    max_length: int = 64
+    batch_size: int = 32
+    epochs: float = 1.0
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    warmup: float = 0.1
+    num_samples: int = 3
+
+
+@dataclasses.dataclass
+class Data:
+    name: str
+    train: Any
+    test: Any
+    labels: list[str]
+    tokenizer: Any
+    majority: float
+
+
+def load_data(name: str, budget: Budget, seed: int = 0) -> Data:
+    """Seeded subsets of the fixed stratified splits of ``bbc_news`` / ``tweets``, tokenized."""
+    from transformers import AutoTokenizer
+
+    from isogauss_hf.tasks import load_bbc_news, load_tweets, minilm_model_dir
+
+    dd = load_bbc_news() if name == "bbc_news" else load_tweets()  # bbc "text" = headline + body
+    train = dd["train"].shuffle(seed=1000).select(range(min(budget.train_size, len(dd["train"]))))
+    test = dd["test"].shuffle(seed=2000).select(range(min(budget.test_size, len(dd["test"]))))
+    tok = AutoTokenizer.from_pretrained(str(minilm_model_dir()))
+
+    def enc(batch):
+        return tok(batch["text"], truncation=True, max_length=budget.max_length)
+
+    keep = ("input_ids", "attention_mask", "token_type_ids", "label")
+    train, test = (ds.map(enc, batched=True) for ds in (train, test))
+    train, test = (ds.select_columns([c for c in keep if c in ds.column_names]) for ds in (train, test))
+    names = dd["train"].features["label"].names
+    from isogauss_hf.evaluation import majority_rate
+
+    return Data(name, train, test, names, tok, majority_rate(list(test["label"]))[0])
+
+
+def parse_variant(variant: str) -> tuple[str, dict[str, Any]]:
+    base, *opts = variant.split("+")
+    options: dict[str, Any] = {}
+    for o in opts:
+        key, _, value = o.partition("=")
+        options[key] = float(value) if value else True
+    return base, options
+
+
+def build(variant: str, layers: Optional[list[int]], data: Data, seed: int, budget: Budget):
+    """The model of one variant, its callbacks and its parameter report."""
+    from transformers import AutoModelForSequenceClassification
+
+    from isogauss_hf import IsoGaussCallback, IsoGaussConfig, get_isogauss_model
+    from isogauss_hf.baselines import prepare_baseline
+    from isogauss_hf.tasks import minilm_model_dir
+
+    C.seed_everything(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(minilm_model_dir()), num_labels=len(data.labels), id2label=dict(enumerate(data.labels)),
+        label2id={n: i for i, n in enumerate(data.labels)})
+    base, options = parse_variant(variant)
+    n = sum(p.numel() for p in model.parameters())
+    report = {"dense_model_parameters": n, "isogauss_model_parameters": n, "replaced_weights": 0,
+              "gaussian_parameters": 0}
+    if base == "dense":
+        return model, [], report
+    if base in ("drop", "lowrank", "frozen"):
+        run = prepare_baseline(base, model, layers, IsoGaussConfig(layers=layers, noise="seeded", seed=seed,
+                                                                   num_samples=budget.num_samples))
+        return run.model, ([IsoGaussCallback()] if run.needs_isogauss_callback else []), _short(run.report)
+    rule, noise = base.split("/")
+    dense_copy = copy.deepcopy(model) if options.get("calib") else None
+    cfg = IsoGaussConfig(layers=layers, rule=rule, noise=noise, seed=seed, num_samples=budget.num_samples,
+                         standardize=bool(options.get("std", False)),
+                         distribution_lr=options.get("dlr"))
+    model = get_isogauss_model(model, cfg)
+    if dense_copy is not None:
+        calibrate(model, dense_copy, data, layers, steps=int(options["calib"]), seed=seed)
+    return model, [IsoGaussCallback()], _short(model.parameter_report())
+
+
+def _short(rep: dict) -> dict:
+    return {k: rep[k] for k in ("dense_model_parameters", "isogauss_model_parameters", "replaced_weights",
+                                "gaussian_parameters") if k in rep}
+
+
+def calibrate(model, dense, data: Data, layers: list[int], steps: int, seed: int, lr: float = 3e-3,
+              batch_size: int = 32) -> list[float]:
+    """Fit the Gaussian blocks' statistics so each block's output matches the dense block's (MSE), by Adam.
+
+    Block inputs are the dense model's hidden states on training texts; only the statistics move (the
+    layers train through Eq. 2 with the ``backprop`` rule during calibration, then get their own rule back).
+    """
+    from transformers import DataCollatorWithPadding
+
+    blocks = model.base_model.bert.encoder.layer
+    dense_blocks = dense.bert.encoder.layer
+    layers_sorted = sorted(layers)
+    gauss = [layer for b in layers_sorted for _, layer in _gaussian_in(blocks[b - 1])]
+    rules = [layer.rule for layer in gauss]
+    for layer in gauss:
+        layer.set_rule("backprop")
+    params = [getattr(layer, s) for layer in gauss for s in layer.STAT_NAMES]
+    opt = torch.optim.Adam(params, lr=lr)
+    collate = DataCollatorWithPadding(data.tokenizer)
+    g = torch.Generator().manual_seed(seed)
+    captured: dict[int, tuple] = {}
+
+    def capture(b):
+        def hook(module, args, kwargs, output):  # the dense block's inputs and output on this batch
+            captured[b] = (args, kwargs, output[0] if isinstance(output, tuple) else output)
+        return hook
+
+    handles = [dense_blocks[b - 1].register_forward_hook(capture(b), with_kwargs=True) for b in layers_sorted]
+    losses = []
+    dense.eval()
+    model.train()
+    try:
+        for _ in range(steps):
+            idx = torch.randint(0, len(data.train), (batch_size,), generator=g).tolist()
+            batch = collate([{k: v for k, v in data.train[i].items() if k != "label"} for i in idx])
+            with torch.no_grad():
+                dense.bert(**batch)
+            mask = batch["attention_mask"][..., None].float()
+            loss = 0.0
+            for b in layers_sorted:
+                args_, kwargs_, target = captured[b]
+                pred = blocks[b - 1](*args_, **kwargs_)
+                pred = pred[0] if isinstance(pred, tuple) else pred
+                loss = loss + (((pred - target) ** 2) * mask).sum() / mask.sum() / target.shape[-1]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            for layer in gauss:
+                layer.reset_draw()
+            losses.append(float(loss.detach()))
+    finally:
+        for h in handles:
+            h.remove()
+    for layer, rule in zip(gauss, rules):
+        layer.set_rule(rule)
+    return losses
+
+
+def _gaussian_in(module):
+    from isogauss_hf import iter_isogauss_layers
+
+    return list(iter_isogauss_layers(module))
+
+
+@torch.no_grad()
+def evaluate(model, data: Data, batch_size: int = 64) -> dict[str, Any]:
+    """Accuracy with a Wilson 95 % interval; an IsoGaussModel averages its resample draws."""
+    from isogauss_hf.evaluation import accuracy_summary
+
+    model.eval()
+    order = sorted(range(len(data.test)), key=lambda i: len(data.test[i]["input_ids"]))
+    preds, labels = [], []
+    for start in range(0, len(order), batch_size):
+        rows = [data.test[i] for i in order[start:start + batch_size]]
+        labels += [r["label"] for r in rows]
+        batch = data.tokenizer.pad([{k: v for k, v in r.items() if k != "label"} for r in rows], return_tensors="pt")
+        preds += model(**batch).logits.argmax(-1).tolist()
+    return accuracy_summary(preds, labels).to_dict()
+
+
+def train_eval(variant: str, layers: Optional[list[int]], data: Data, seed: int, budget: Budget,
+               curve_every: Optional[int] = None) -> dict[str, Any]:
+    """Build, fine-tune and evaluate one run; ``curve_every`` also evaluates every that many steps."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+    t_build = time.perf_counter()
+    model, callbacks, report = build(variant, layers, data, seed, budget)
+    build_s = time.perf_counter() - t_build
+    head = [p for n, p in model.named_parameters() if "classifier" in n and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if "classifier" not in n and p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": rest, "lr": budget.lr}, {"params": head, "lr": budget.head_lr}],
+                                  weight_decay=0.0)
+    curve: list[dict[str, Any]] = []
+
+    class Curve(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if curve_every and state.global_step % curve_every == 0:
+                acc = evaluate(model, data)
+                curve.append({"step": state.global_step, "accuracy": acc["accuracy"]})
+                model.train()
+
+    targs = TrainingArguments(
+        output_dir=os.path.join("/tmp", "isogauss-runs", f"{data.name}-{variant}-{seed}"),
+        per_device_train_batch_size=budget.batch_size, num_train_epochs=budget.epochs, learning_rate=budget.lr,
+        lr_scheduler_type="linear", warmup_steps=budget.warmup, weight_decay=0.0, seed=seed, data_seed=seed,
+        save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
+        use_cpu=True, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=targs, train_dataset=data.train,
+                      data_collator=DataCollatorWithPadding(data.tokenizer),
+                      callbacks=callbacks + ([Curve()] if curve_every else []), optimizers=(optimizer, None))
+    t0 = time.perf_counter()
+    out = trainer.train()
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    summary = evaluate(model, data)
+    eval_s = time.perf_counter() - t0
+    return {"dataset": data.name, "variant": variant, "layers": list(layers or []), "seed": seed,
+            "accuracy": summary, "majority_rate": data.majority, "train_loss": float(out.training_loss),
+            "steps": int(out.global_step), "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
+            "build_seconds": round(build_s, 1), "parameters": report, "curve": curve,
+            "load_average": os.getloadavg()[0]}
