@@ -130,6 +130,11 @@ class IsoGaussConv2d(IsoGaussLayer):
         return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # an unbatched (C, H, W) input, as nn.Conv2d accepts
+            return super().forward(x.unsqueeze(0)).squeeze(0)
+        return super().forward(x)
+
     def _standardize(self, x: torch.Tensor) -> torch.Tensor:
         return x  # per-patch standardization happens inside the product (_conv_rows)
 
