@@ -42,11 +42,14 @@ from torch import nn
 
 from isogauss_hf import functional as fn
 from isogauss_hf import _runtime, set_compile
-from isogauss_hf.layers import IsoGaussLinear
+from isogauss_hf.layers import IsoGaussConv2d, IsoGaussLinear
 from isogauss_hf.noise import NOISE_BLOCK_ROWS, derive_seed
 
 FULL_SHAPES = [(768, 768), (3072, 768), (768, 3072), (4096, 1024)]
 SMOKE_SHAPES = [(64, 32), (32, 64)]
+#: Convolution rows: (out channels, in channels, kernel, spatial size, batch).
+FULL_CONVS = [(256, 256, 3, 14, 32)]
+SMOKE_CONVS = [(8, 4, 3, 6, 2)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -113,12 +116,23 @@ DEFAULT_CONFIGS = ("gdu/seeded", "gdu/resample", "wdu/seeded", "wdu/resample", "
 
 
 def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: str, reference: bool,
-                   lr: float = 1e-3, compile_: bool = False, configs=DEFAULT_CONFIGS
+                   lr: float = 1e-3, compile_: bool = False, configs=DEFAULT_CONFIGS, conv=None
                    ) -> tuple[dict[str, Callable[[], None]], dict]:
+    """The timed steps of one shape; ``conv=(kernel, spatial, batch)`` makes it an ``nn.Conv2d``
+    (``out_f`` x ``in_f`` channels, padding kernel // 2) against :class:`IsoGaussConv2d`."""
     gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(tokens, in_f, generator=gen).to(device)
-    gy = torch.randn(tokens, out_f, generator=gen).div_(tokens ** 0.5).to(device)
-    dense = nn.Linear(in_f, out_f).to(device)
+    if conv is None:
+        x = torch.randn(tokens, in_f, generator=gen).to(device)
+        gy = torch.randn(tokens, out_f, generator=gen).div_(tokens ** 0.5).to(device)
+        dense = nn.Linear(in_f, out_f).to(device)
+        make = IsoGaussLinear.from_linear
+    else:
+        kernel, spatial, batch = conv
+        x = torch.randn(batch, in_f, spatial, spatial, generator=gen).to(device)
+        dense = nn.Conv2d(in_f, out_f, kernel, padding=kernel // 2).to(device)
+        gy = torch.randn(dense(x).shape, generator=gen).div_((batch * spatial * spatial) ** 0.5).to(device)
+        make = IsoGaussConv2d.from_conv
+        reference = False  # the direct transcription is written for the linear layer
     dense_opt = _make_optimizer(optimizer, dense.parameters(), lr)
 
     def dense_step() -> None:
@@ -131,7 +145,7 @@ def build_variants(out_f: int, in_f: int, tokens: int, device: str, optimizer: s
     for spec in configs:
         rule, noise = spec.split("/")
         for compiled in (False, True) if compile_ and rule in ("gdu", "wdu") else (False,):
-            layer = IsoGaussLinear.from_linear(dense, rule=rule, noise=noise, seed=1).to(device).train()
+            layer = make(dense, rule=rule, noise=noise, seed=1).to(device).train()
             opt = _make_optimizer(optimizer, [p for p in layer.parameters() if p.requires_grad], lr)
 
             def step(layer=layer, opt=opt, compiled=compiled) -> None:
@@ -253,7 +267,7 @@ def render_markdown(report: dict) -> str:
         for name, r in row["variants"].items():
             lines.append(
                 f"| {row['device']} | {row['threads']} | {row.get('aux_threads', 'auto')} | "
-                f"{row['out_features']}x{row['in_features']} | {name} | "
+                f"{row.get('label', str(row['out_features']) + 'x' + str(row['in_features']))} | {name} | "
                 f"{r['median_ms']:.2f} | "
                 f"{r['iqr_over_median']:.1%} | {r['ratio_to_dense']:.3f} | {r['paired_ratio_to_dense']:.3f} | "
                 f"{r['cpu_median_ms']:.1f} | {r['cpu_ratio_to_dense']:.3f} |"
@@ -276,6 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-reference", action="store_true", help="skip the direct-transcription variants")
     parser.add_argument("--compile", action="store_true",
                         help="also time gdu/wdu with the torch.compile kernels (isogauss_hf.set_compile)")
+    parser.add_argument("--convs", default=None,
+                        help="comma list of OUTxINxKERNEL@SPATIALbBATCH conv rows, e.g. 256x256x3@14b32; 'none' = none")
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
                         help="comma list of RULE/NOISE Gaussian configurations to time")
     parser.add_argument("--aux-threads", default="auto",
@@ -295,6 +311,19 @@ def main(argv: list[str] | None = None) -> dict:
             shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
         except ValueError:
             parser.error(f"--shapes={args.shapes!r} is not a comma list of OUTxIN such as 3072x768")
+    convs = SMOKE_CONVS if args.smoke else FULL_CONVS
+    if args.convs:
+        convs = []
+        for spec in ([] if args.convs == "none" else args.convs.split(",")):
+            try:
+                head, _, tail = spec.partition("@")
+                o, i, k = (int(v) for v in head.lower().split("x"))
+                sp, _, b = tail.partition("b")
+                convs.append((o, i, k, int(sp), int(b)))
+            except ValueError:
+                parser.error(f"--convs entry {spec!r} is not OUTxINxKERNEL@SPATIALbBATCH such as 256x256x3@14b32")
+    if args.shapes and not args.convs:
+        convs = []  # explicit linear shapes only, unless conv rows are asked for too
     tokens = args.tokens or (16 if args.smoke else 2048)
     repeats = args.repeats or (2 if args.smoke else 15)
     warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 3)
@@ -330,17 +359,21 @@ def main(argv: list[str] | None = None) -> dict:
             for threads in thread_counts:
                 torch.set_num_threads(threads)
                 for device in devices:
-                    for out_f, in_f in shapes:
+                    rows = [(o, i, None) for o, i in shapes] + [(o, i, (k, sp, b)) for o, i, k, sp, b in convs]
+                    for out_f, in_f, conv in rows:
                         variants, _ = build_variants(out_f, in_f, tokens, device, args.optimizer,
-                                                     not args.no_reference, compile_=args.compile, configs=configs)
+                                                     not args.no_reference, compile_=args.compile, configs=configs,
+                                                     conv=conv)
                         wall, cpu = time_variants(variants, device, warmup, repeats)
                         summary = summarize(wall, cpu)
+                        label = f"{out_f}x{in_f}" if conv is None else f"conv {out_f}x{in_f} k{conv[0]} " \
+                                                                        f"{conv[1]}x{conv[1]} b{conv[2]}"
                         results.append({"device": device, "threads": threads, "aux_threads": policy,
-                                        "out_features": out_f, "in_features": in_f, "variants": summary,
-                                        "load_after": _load()})
+                                        "out_features": out_f, "in_features": in_f, "conv": conv, "label": label,
+                                        "variants": summary, "load_after": _load()})
                         cells = "  ".join(f"{k}={v['median_ms']:.1f}ms({v['ratio_to_dense']:.2f}x,"
                                           f"cpu {v['cpu_ratio_to_dense']:.2f}x)" for k, v in summary.items())
-                        print(f"[{device} {threads}t aux={policy} {out_f}x{in_f}] {cells}", flush=True)
+                        print(f"[{device} {threads}t aux={policy} {label}] {cells}", flush=True)
     finally:
         torch.set_num_threads(initial_threads)
         _runtime.AUX_THREADS = initial_policy

@@ -514,3 +514,20 @@ def test_layers_argument_overrides_config_layers():
     run = prepare_baseline("lowrank", tiny_bert(layers=2), [2], config)
     assert list(run.report["per_block"]) == ["2"] and config.layers == [1]  # config itself unchanged
     assert dataclasses.replace(config).layers == [1]
+
+
+def test_drop_on_a_resnet_removes_the_blocks_that_hold_the_chosen_conv_modules():
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from isogauss_hf import IsoGaussConfig
+    from isogauss_hf.baselines import prepare_baseline
+
+    torch.manual_seed(0)
+    model = ResNetForImageClassification(ResNetConfig(layer_type="basic", depths=[2, 2], hidden_sizes=[8, 16],
+                                                      embedding_size=8, num_labels=3))
+    # modules: 1 stem; block 1 = 2, 3; block 2 = 4, 5; block 3 = 6, 7 + shortcut 8; block 4 = 9, 10
+    run = prepare_baseline("drop", model, [5], IsoGaussConfig(layers=[5]))
+    assert run.report["removed_blocks"] == [2]
+    assert list(run.model.config.depths) == [1, 2]
+    out = run.model(pixel_values=torch.randn(2, 3, 32, 32)).logits
+    assert out.shape == (2, 3)

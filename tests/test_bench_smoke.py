@@ -37,10 +37,11 @@ def test_bench_layer_smoke(tmp_path, one_thread):
     report = _load("bench_layer").main(["--smoke", "--threads", "1", "--out", str(out)])
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["environment"]["smoke"] is True and saved["results"] == json.loads(json.dumps(report["results"]))
-    assert [(r["out_features"], r["in_features"]) for r in saved["results"]] == [(64, 32), (32, 64)]
+    assert [(r["out_features"], r["in_features"]) for r in saved["results"]] == [(64, 32), (32, 64), (8, 4)]
+    assert saved["results"][-1]["conv"] == [3, 6, 2]  # the convolution row: kernel 3, 6x6, batch 2
+    gaussian = {"gdu/seeded", "gdu/resample", "wdu/seeded", "wdu/resample", "backprop/seeded", "backprop/resample"}
     for row in saved["results"]:
-        assert set(row["variants"]) == {"dense", "gdu/seeded", "gdu/resample", "wdu/seeded", "wdu/resample",
-                                        "backprop/seeded", "backprop/resample", "ref-gdu", "ref-wdu"}
+        assert set(row["variants"]) == {"dense"} | gaussian | (set() if row["conv"] else {"ref-gdu", "ref-wdu"})
         assert row["variants"]["dense"]["ratio_to_dense"] == 1.0
         for r in row["variants"].values():
             assert _positive(r["median_ms"]) and _positive(r["ratio_to_dense"]) and _positive(r["cpu_ratio_to_dense"])

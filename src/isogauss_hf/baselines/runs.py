@@ -90,13 +90,23 @@ def _summary(name: str, stand_in: str, records: list[dict[str, Any]], dense_tota
 
 
 def prepare_drop(model: nn.Module, layers: Optional[list[int]], config) -> PreparedRun:
-    """Remove the chosen blocks (``layers``, else ``config.layers``; None = all, refused)."""
+    """Remove the chosen blocks (``layers``, else ``config.layers``; None = all, refused).
+
+    For a CNN whose ``layers`` are convolution-module numbers (:mod:`isogauss_hf.mapping_cnn`), the residual
+    blocks holding those modules are removed (the drop baseline of a Gaussian run on the same modules).
+    """
+    from ..mapping_cnn import conv_entries, resnet_blocks_of_modules
+
     n_blocks = len(block_slots(model))
     blocks = _blocks_of(layers, config)
+    cnn = conv_entries(model) is not None
+    targets_config = dataclasses.replace(config, layers=blocks) if blocks is not None else config
+    if cnn and blocks is not None:
+        blocks = resnet_blocks_of_modules(model, blocks)
     blocks = check_blocks(blocks if blocks is not None else list(range(1, n_blocks + 1)), n_blocks)
     dense_total = count_parameters(model)
     records = []
-    for t in resolve_targets(model, dataclasses.replace(config, layers=blocks)):
+    for t in resolve_targets(model, targets_config if cnn else dataclasses.replace(config, layers=blocks)):
         weight = getattr(model.get_submodule(t.name), "weight", None)
         size = weight.numel() if weight is not None else 0
         records.append({"name": t.name, "block": t.block, "replaced_weights": size, "kept": 0,
