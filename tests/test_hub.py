@@ -324,6 +324,21 @@ def test_from_pretrained_from_hub_then_offline_from_cache(hub, tmp_path):
         assert torch.equal(again(**x).logits, expected)
 
 
+def test_auto_model_and_pipeline_from_a_hub_repo(hub, tmp_path):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    model, out = _checkpoint(tmp_path)
+    _tokenizer(tmp_path).save_pretrained(str(out))
+    push_checkpoint(str(out), "tester/native", token=TOKEN)
+    x = example_inputs("bert")
+    with torch.no_grad():
+        expected = model(**x).logits
+        loaded = AutoModelForSequenceClassification.from_pretrained("tester/native")
+        assert isinstance(loaded, IsoGaussModel) and torch.equal(loaded(**x).logits, expected)
+    pipe = pipeline("text-classification", model="tester/native")
+    assert isinstance(pipe.model, IsoGaussModel) and len(pipe("w1 w2 w3")) == 1
+
+
 def test_from_pretrained_unknown_repo_names_it(hub):
     with pytest.raises(OSError, match="'tester/nope' is not a local directory and could not be fetched"):
         IsoGaussModel.from_pretrained("tester/nope")

@@ -201,3 +201,30 @@ def test_gpt2_generate_in_both_noise_modes():
         assert out.shape == (1, 8) and torch.equal(out[:, :3], ids)
         if noise == "seeded":
             assert torch.equal(out, model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0))
+
+
+# ---------------------------------------------------------------------------------------------- parameter accounting
+STATS = ("row_mean", "row_std", "col_mean", "col_std")
+
+
+def _saved_parameters_and_statistics(model, path):
+    """Elements of the saved tensors that are parameters or Gaussian statistics (what a load restores as such)."""
+    names = {n for n, _ in model.base_model.named_parameters()}
+    with safe_open(str(path), "pt") as f:
+        return sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys()
+                   if k in names or k.rpartition(".")[2] in STATS)
+
+
+@pytest.mark.parametrize("rule, learned", [("gdu", 896), ("wdu", 896), ("frozen", 0), ("backprop", 896)])
+def test_trainable_parameters_count_the_learned_statistics(tmp_path, capsys, rule, learned):
+    model = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[2], rule=rule))
+    others = sum(p.numel() for n, p in model.named_parameters() if n.rpartition(".")[2] not in STATS)
+    trainable, total = model.get_nb_trainable_parameters()
+    assert trainable == others + learned  # 896 = 4 * 2 * (32 + 32) + 2 * 2 * (64 + 32): the statistics of block 2
+    assert total == others + 896  # stored, learned or not (backprop: parameters, counted once)
+    model.save_pretrained(tmp_path / "c")
+    assert total == _saved_parameters_and_statistics(model, tmp_path / "c" / "model.safetensors")
+    model.print_trainable_parameters()
+    printed = capsys.readouterr().out
+    assert f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: " in printed
+    assert ("including 896 Gaussian statistics" in printed) == (rule in ("gdu", "wdu"))

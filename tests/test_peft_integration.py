@@ -291,3 +291,39 @@ def test_plain_peft_model_without_task_type_round_trips(tmp_path):
     assert cfg["auto_mapping"]["base_model_class"] == "BertForSequenceClassification"
     loaded = PeftModel.from_pretrained(tiny_bert(), str(tmp_path))
     assert type(loaded).__name__ == "PeftModel" and torch.equal(_logits(loaded), expected)
+
+
+# ---------------------------------------------------------------------------------------------- parameter accounting
+def test_trainable_parameters_include_the_statistics_gdu_learns(tmp_path, capsys):
+    pm = _adapter(rule="gdu")
+    peft_count = type(pm).get_nb_trainable_parameters.__isogauss_wrapped__  # PEFT's own, parameters only
+    params_trainable, params_total = peft_count(pm)
+    assert params_trainable == 323  # Gaussian biases (224) + classifier copy (99)
+    trainable, total = pm.get_nb_trainable_parameters()
+    assert (trainable, total) == (323 + 896, params_total + 896)
+    pm.print_trainable_parameters()
+    assert f"trainable params: 1,219 || all params: {total:,d}" in capsys.readouterr().out
+    # what is learned is what the adapter saves: biases and statistics of the Gaussian layers, the head copy
+    pm.save_pretrained(str(tmp_path))
+    tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert sum(v.numel() for k, v in tensors.items() if not k.endswith(("noise_seed", "draw_counter"))) == 1219
+    loaded = PeftModel.from_pretrained(tiny_bert(), str(tmp_path))  # inference mode: nothing learned
+    assert loaded.get_nb_trainable_parameters() == (0, total)
+    trainable_again = PeftModel.from_pretrained(tiny_bert(), str(tmp_path), is_trainable=True)
+    assert trainable_again.get_nb_trainable_parameters() == (1219, total)
+
+
+@pytest.mark.parametrize("rule, expected", [("frozen", 323), ("backprop", 323 + 896)])
+def test_trainable_parameters_of_frozen_and_backprop_adapters(rule, expected):
+    pm = _adapter(rule=rule)
+    trainable, total = pm.get_nb_trainable_parameters()
+    assert trainable == expected
+    assert total == type(pm).get_nb_trainable_parameters.__isogauss_wrapped__(pm)[1] + (896 if rule == "frozen" else 0)
+
+
+def test_other_peft_methods_keep_peft_parameter_count():
+    from peft import LoraConfig
+
+    lora = get_peft_model(tiny_bert(), LoraConfig(target_modules=["query"], r=2, task_type="SEQ_CLS"))
+    peft_count = type(lora).get_nb_trainable_parameters.__isogauss_wrapped__
+    assert lora.get_nb_trainable_parameters() == peft_count(lora)

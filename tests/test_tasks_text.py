@@ -198,6 +198,19 @@ def test_tokenize_classification_keeps_label_drops_text():
     assert tok.convert_ids_to_tokens(enc[0]["input_ids"][1:3]) == ["leaders", "meet"]
 
 
+def test_tokenize_classification_sentence_pairs():
+    import datasets
+
+    raw = datasets.Dataset.from_dict({"text": ["leaders meet"], "text_pair": ["peace talks"], "label": [1]})
+    tok = _word_tokenizer(["leaders meet peace talks"])
+    enc = tokenize_classification(raw, tok, max_length=16, text_pair_column="text_pair")
+    assert set(enc.column_names) >= {"label", "input_ids"} and "text_pair" not in enc.column_names
+    tokens = tok.convert_ids_to_tokens(enc[0]["input_ids"])
+    assert tokens == ["[CLS]", "leaders", "meet", "[SEP]", "peace", "talks", "[SEP]"]
+    with pytest.raises(ValueError, match="missing column"):
+        tokenize_classification(raw, tok, text_pair_column="hypothesis")
+
+
 def test_accuracy_metric():
     logits = np.array([[0.1, 0.9], [2.0, -1.0], [0.0, 1.0], [3.0, 0.0]])
     labels = np.array([1, 0, 0, 0])

@@ -17,6 +17,7 @@ Where things live (each module's docstring says more):
 ``sampling``            evaluation over draws (pinning, averaging)
 ``model``               ``IsoGaussModel`` / ``get_isogauss_model``
 ``checkpoint``          what a compressed checkpoint holds; ``serialization``: the file I/O
+``auto``                native loading: ``AutoModelFor*.from_pretrained`` / ``pipeline`` on a compressed checkpoint
 ``hub``                 model card and push; ``peft_integration``: the PEFT method
 ``callback``            ``IsoGaussCallback`` (the distribution step in a Trainer); ``distributed``: DDP helpers
 ``tracking``            ``StatisticsLogger``; ``errors``: every exception class
@@ -38,6 +39,7 @@ from .model import IsoGaussModel, get_isogauss_model
 from .tracking import StatisticsLogger
 from . import models  # noqa: F401  registers the isogauss-ffn8 architecture
 from . import drop_cnn  # noqa: F401  registers the ResNet block-removal baseline
+from . import auto  # noqa: F401  registers compressed checkpoints with AutoConfig / AutoModel* / pipeline
 from . import peft_integration  # noqa: F401  registers the ISOGAUSS method with PEFT
 
 __all__ = [

@@ -14,7 +14,7 @@ import os
 from typing import Any, Optional, Union
 
 from ._version import __version__
-from .checkpoint import WEIGHTS_NAME
+from .checkpoint import WEIGHTS_NAME, base_config_dict
 from .config import CONFIG_NAME
 
 __all__ = ["build_model_card", "load_results", "summarize_results", "check_checkpoint", "RESULTS_NAME",
@@ -181,7 +181,7 @@ def build_model_card(
     base_class = str(iso.get("base_model_class", "")).rpartition(":")[2]
     pipeline_tag = next((tag for suffix, tag in _PIPELINE_TAGS if base_class.endswith(suffix)), None)
     task = summary["task"] or pipeline_tag
-    model_type = base_config.get("model_type")
+    model_type = base_config_dict(base_config).get("model_type")
     all_tags = ["isogauss-hf", "gaussian-layers", "compressed", f"{iso.get('rule', 'wdu')}"]
     if model_type:
         all_tags.append(str(model_type))

@@ -10,13 +10,22 @@ from typing import Any, Optional
 
 from peft import PeftConfig
 
+from .errors import CheckpointError
 from .settings import DEFAULT_NOISE, DEFAULT_RULE, NOISE_HELP, RULE_HELP, LayerOptions
 
-__all__ = ["IsoGaussConfig", "CONFIG_NAME", "FORMAT_VERSION", "IsoGaussPeftType", "PEFT_TYPE"]
+__all__ = ["IsoGaussConfig", "CONFIG_NAME", "FORMAT_VERSION", "CHECKPOINT_METADATA_KEYS", "IsoGaussPeftType",
+           "PEFT_TYPE"]
 
 CONFIG_NAME = "isogauss_config.json"
-#: Version of the on-disk format (isogauss_config.json + safetensors layout). Bumped on breaking change.
-FORMAT_VERSION = 1
+#: Version of the on-disk format (config files + safetensors layout); files of a newer version are refused with
+#: "upgrade isogauss-hf". 1: ``config.json`` is the plain base config (release 0.1.0; still read). 2: ``config.json``
+#: carries the isogauss model type, so transformers refuses it without ``import isogauss_hf`` (see
+#: :mod:`isogauss_hf.checkpoint`). Adapters share the number (their layout did not change).
+FORMAT_VERSION = 2
+#: The keys of ``isogauss_config.json`` besides the config fields and ``format_version`` (written by
+#: :func:`isogauss_hf.checkpoint.checkpoint_metadata`); a checkpoint with any other key is refused at load.
+CHECKPOINT_METADATA_KEYS = ("base_model_class", "base_config_fingerprint", "replaced_modules", "isogauss_hf_version",
+                            "base_model_name_or_path")
 
 CANONICAL_TARGETS = ("query", "key", "value", "attention_output", "mlp_in", "mlp_out")
 
@@ -48,14 +57,16 @@ class IsoGaussConfig(PeftConfig):
 
     layers: Optional[list[int]] = field(
         default=None,
-        metadata={"help": "1-based indices of the transformer blocks to convert (e.g. [4, 8, 12]). "
-                          "None converts every block."},
+        metadata={"help": "1-based indices of the transformer blocks to convert (e.g. [4, 8, 12]); for ResNet / "
+                          "MobileNetV2 the paper's convolution-module numbers (isogauss_hf.mapping_cnn). None "
+                          "converts every block."},
     )
     target_modules: Optional[list[str]] = field(
         default=None,
         metadata={"help": "Matrices to convert inside each chosen block. For a known architecture, names from "
-                          f"{list(CANONICAL_TARGETS)} (None = all six). Otherwise regular expressions matched "
-                          "against full module names (the generic path)."},
+                          f"{list(CANONICAL_TARGETS)} (None = all six); for ResNet / MobileNetV2 selector words "
+                          "such as 'stage2', 'shortcut', 'depthwise' (isogauss_hf.mapping_cnn). Otherwise regular "
+                          "expressions matched against full module names (the generic path)."},
     )
     layers_pattern: str = field(
         default=r"\.(\d+)\.",
@@ -279,7 +290,11 @@ class IsoGaussConfig(PeftConfig):
 
     @classmethod
     def load_with_metadata(cls, directory: str) -> tuple["IsoGaussConfig", dict[str, Any]]:
-        """Read ``isogauss_config.json``: the config and the remaining (non-field) metadata."""
+        """Read ``isogauss_config.json``: the config and the remaining (non-field) metadata.
+
+        A file that is not a JSON object, or whose fields do not validate, is a
+        :class:`~isogauss_hf.errors.CheckpointError` naming the file.
+        """
         path = os.path.join(directory, CONFIG_NAME) if os.path.isdir(directory) else directory
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no {CONFIG_NAME} in {directory!r}: is it an isogauss-hf checkpoint?")
@@ -287,10 +302,13 @@ class IsoGaussConfig(PeftConfig):
             try:
                 data = json.load(f)
             except ValueError as e:
-                raise ValueError(f"{path!r} is not valid JSON (corrupted or truncated?): {e}") from None
+                raise CheckpointError(f"{path!r} is not valid JSON (corrupted or truncated?): {e}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path!r} must hold a JSON object, got {type(data).__name__}")
+            raise CheckpointError(f"{path!r} must hold a JSON object, got {type(data).__name__}")
         known = set(cls.isogauss_fields()) | {"format_version"}
         meta = {k: v for k, v in data.items() if k not in known}
-        config = cls.from_dict({k: v for k, v in data.items() if k in known})
+        try:
+            config = cls.from_dict({k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path!r}: {e}") from None
         return config, meta

@@ -35,10 +35,13 @@ class RecipeError(UsageError):
 class MissingAssetError(FileNotFoundError):
     """An offline asset is not installed; the message names the command that installs it."""
 
+    #: The console script that installs every offline asset (``isogauss_hf.cli.fetch_assets``).
+    DEFAULT_COMMAND = "isogauss-fetch-assets"
+
     def __init__(self, asset: str, detail: str = "", command: str = "") -> None:
         self.asset = asset
         extra = f" ({detail})" if detail else ""
-        fix = f"; install it with: {command}" if command else ""
+        fix = f"; install it with: {command or self.DEFAULT_COMMAND}"
         super().__init__(f"offline asset '{asset}' not found{extra}{fix}")
 
 

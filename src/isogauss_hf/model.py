@@ -1,8 +1,13 @@
 """``get_isogauss_model`` and ``IsoGaussModel``: a transformers model with Gaussian layers.
 
-The wrapper is thin; the work lives in one module per concern: conversion and parameter accounting in
-:mod:`.convert`, evaluation over draws in :mod:`.sampling`, save/load in :mod:`.checkpoint`, Hub upload
-in :mod:`.hub`.
+The wrapper is thin; the work lives in one module per concern: conversion and the parameter report in
+:mod:`.convert`, evaluation over draws in :mod:`.sampling`, save/load in :mod:`.checkpoint`, loading through
+transformers' Auto classes and pipelines in :mod:`.auto`, Hub upload in :mod:`.hub`.
+
+Trainable-parameter accounting (:meth:`IsoGaussModel.get_nb_trainable_parameters`, also used for PEFT adapters
+through :func:`statistics_counts`): the statistics of GDU/WDU layers are buffers, not parameters, but training
+learns them and checkpoints save them, so they count as trainable; those of ``frozen`` layers count in the total
+only; under ``backprop`` they are parameters already and counted once.
 """
 
 from __future__ import annotations
@@ -20,7 +25,23 @@ from .convert import convert_in_place, dense_swapped, iter_isogauss_layers, para
 from .layers import IsoGaussLayer
 from .sampling import SamplingMixin, forward_over_draws
 
-__all__ = ["IsoGaussModel", "get_isogauss_model"]
+__all__ = ["IsoGaussModel", "get_isogauss_model", "statistics_counts"]
+
+
+def statistics_counts(model: nn.Module, learning: bool = True) -> tuple[int, int]:
+    """``(learned, stored)``: numbers of Gaussian statistics of ``model`` held in buffers that training learns
+    (GDU/WDU; 0 when ``learning`` is False), and that are stored (every buffer statistic, ``frozen`` included).
+
+    Statistics that are parameters (``rule="backprop"``) are left out: parameter counts include them already.
+    """
+    learned = stored = 0
+    for _, layer in iter_isogauss_layers(model):
+        buffers = dict(layer.named_buffers(recurse=False))
+        n = sum(buffers[name].numel() for name in IsoGaussLayer.STAT_NAMES if name in buffers)
+        stored += n
+        if learning and layer.learns_statistics:
+            learned += n
+    return learned, stored
 
 
 class IsoGaussModel(SamplingMixin, nn.Module):
@@ -37,6 +58,9 @@ class IsoGaussModel(SamplingMixin, nn.Module):
     """
 
     _wrapper_classes: dict[type, type] = {}
+    #: Called as ``hook(wrapper_class, base_class)`` for every new ``IsoGauss<Base>`` class (``isogauss_hf.auto``
+    #: registers one so that pipelines accept the wrapper wherever they accept the base class).
+    wrapper_hooks: list = []
 
     def __init__(self, model: nn.Module, config: IsoGaussConfig, replaced: list[dict[str, Any]]) -> None:
         super().__init__()
@@ -63,6 +87,8 @@ class IsoGaussModel(SamplingMixin, nn.Module):
             wrapper = type(f"IsoGauss{base_cls.__name__}", (IsoGaussModel,), {"forward": forward,
                                                                                "__module__": __name__})
             cls._wrapper_classes[base_cls] = wrapper
+            for hook in cls.wrapper_hooks:
+                hook(wrapper, base_cls)
         return wrapper
 
     @classmethod
@@ -93,6 +119,22 @@ class IsoGaussModel(SamplingMixin, nn.Module):
         """Replaced dense weights vs the statistics standing for them, per block and in total
         (see :func:`isogauss_hf.convert.parameter_report`)."""
         return parameter_report(self.base_model, self.replaced_modules)
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """``(trainable, all)`` as PEFT counts them, plus the Gaussian statistics held in buffers: learned ones
+        (GDU/WDU) in both numbers, ``frozen`` ones in ``all`` only (see the module docstring)."""
+        params = list(self.parameters())
+        learned, stored = statistics_counts(self.base_model)
+        trainable = sum(p.numel() for p in params if p.requires_grad) + learned
+        return trainable, sum(p.numel() for p in params) + stored
+
+    def print_trainable_parameters(self) -> None:
+        """Print ``trainable params: ... || all params: ... || trainable%: ...`` (statistics included)."""
+        trainable, total = self.get_nb_trainable_parameters()
+        learned, _ = statistics_counts(self.base_model)
+        note = f" (including {learned:,d} Gaussian statistics learned by distribution steps)" if learned else ""
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || "
+              f"trainable%: {100 * trainable / max(total, 1):.4f}{note}")
 
     # ------------------------------------------------------------------ running
     def forward(self, *args, **kwargs):
@@ -149,20 +191,27 @@ class IsoGaussModel(SamplingMixin, nn.Module):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], revision: Optional[str] = None,
-                        torch_dtype: Optional[torch.dtype] = None, device_map: Union[str, torch.device, None] = None,
-                        **overrides) -> "IsoGaussModel":
+                        torch_dtype: Union[torch.dtype, str, None] = None,
+                        device_map: Union[str, torch.device, None] = None, *,
+                        dtype: Union[torch.dtype, str, None] = None, **overrides) -> "IsoGaussModel":
         """Rebuild a model from a compressed checkpoint (local directory or Hub repo id).
 
-        Only the base config, the non-replaced weights and the statistics are read: the base model is
-        built from its config, never from dense pretrained weights. ``overrides`` replace config fields
-        for this load (e.g. ``noise="seeded"``, ``num_samples=10``).
+        Only the base config, the non-replaced weights and the statistics are read: the base model is built
+        from its config, never from dense pretrained weights. ``overrides`` replace config fields for this
+        load (e.g. ``noise="seeded"``, ``num_samples=10``). ``dtype`` (or ``torch_dtype``): a torch dtype, its
+        name, or ``"auto"`` (the dtype in ``config.json``); statistics stay fp32. Hub options
+        (``cache_dir``, ``local_files_only``, ``token``, ``force_download``) go to the download. With
+        ``import isogauss_hf``, ``AutoModelFor*.from_pretrained`` and ``pipeline`` load the same way (:mod:`.auto`).
         """
         from .checkpoint import read_checkpoint
+        from .serialization import HUB_KWARGS
 
-        base, config, records = read_checkpoint(str(pretrained_model_name_or_path), revision, overrides)
+        hub = {k: overrides.pop(k) for k in HUB_KWARGS if k in overrides}
+        base, config, records = read_checkpoint(str(pretrained_model_name_or_path), revision, overrides, hub)
         model = cls._wrap(base, config, records)
-        if torch_dtype is not None:
-            model.to(torch_dtype)
+        target = _resolve_dtype(dtype if dtype is not None else torch_dtype, base.config)
+        if target is not None:
+            model.to(target)
         if device_map is not None:
             if isinstance(device_map, dict):
                 raise ValueError("device_map as a dict is not supported; give one device such as 'cuda' or 'cpu'")
@@ -204,6 +253,20 @@ class IsoGaussModel(SamplingMixin, nn.Module):
         names = [r["name"] for r in self.replaced_modules]
         with dense_swapped(self.base_model, names, seed=seed):
             self.base_model.save_pretrained(save_directory)
+
+
+def _resolve_dtype(dtype: Union[torch.dtype, str, None], base_config: Any) -> Optional[torch.dtype]:
+    """A torch dtype to cast to, or None: ``"auto"`` is the base config's saved dtype."""
+    if isinstance(dtype, str) and dtype == "auto":
+        dtype = getattr(base_config, "dtype", None)
+        if dtype is None:
+            return None
+    if isinstance(dtype, str):
+        resolved = getattr(torch, dtype, None)
+        if not isinstance(resolved, torch.dtype):
+            raise ValueError(f"dtype {dtype!r} is not a torch dtype; give e.g. 'float32', 'bfloat16' or 'auto'")
+        dtype = resolved
+    return dtype
 
 
 def get_isogauss_model(model: nn.Module, config: IsoGaussConfig) -> IsoGaussModel:

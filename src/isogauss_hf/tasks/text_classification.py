@@ -135,17 +135,22 @@ def tokenize_classification(
     max_length: int = 128,
     text_column: str = "text",
     task: str = "text-classification",
+    text_pair_column: str | None = None,
 ) -> Dataset | DatasetDict:
-    """Tokenize ``text_column`` (truncation to ``max_length``, no padding: use ``DataCollatorWithPadding``).
+    """Tokenize ``text_column`` (and ``text_pair_column`` as the second segment of sentence pairs),
+    truncated to ``max_length``, no padding: use ``DataCollatorWithPadding``.
 
     Keeps ``label``; drops the raw text columns the model does not take.
     """
-    require_columns(data, [text_column, "label"], task)
+    required = [text_column, "label"] + ([text_pair_column] if text_pair_column else [])
+    require_columns(data, required, task)
     from ._common import column_names
 
     drop = [c for c in column_names(data) if c != "label"]
 
     def tok(batch: dict[str, list]) -> dict[str, Any]:
+        if text_pair_column:
+            return tokenizer(batch[text_column], batch[text_pair_column], truncation=True, max_length=max_length)
         return tokenizer(batch[text_column], truncation=True, max_length=max_length)
 
     return data.map(tok, batched=True, remove_columns=drop, desc=f"tokenize {task}")

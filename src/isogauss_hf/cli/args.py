@@ -1,0 +1,153 @@
+"""``isogauss-finetune``'s command line: the argparse parser, number checks, and flags -> :class:`Recipe`.
+
+Every flag that sets a recipe field is listed once in :data:`RECIPE_FLAGS`, every flag that sets a
+Gaussian setting (a field of the recipe's one ``IsoGaussConfig``) in :data:`GAUSSIAN_FLAGS`.
+Numbers are checked while parsing (:func:`positive_int`, :func:`positive_float`): ``nan``, ``inf``,
+zero or negative values end with one line on stderr and exit code 2, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from typing import Any, Callable
+
+from .._version import __version__
+from ..errors import UsageError
+from ..recipes import GAUSSIAN_KEY, TASKS, Recipe, apply_overrides, load_recipe
+
+__all__ = ["PROG", "RECIPE_FLAGS", "GAUSSIAN_FLAGS", "build_parser", "resolve_recipe", "positive_int",
+           "positive_float", "nonnegative_int", "custom_run_name"]
+
+PROG = "isogauss-finetune"
+
+#: flag destination -> Recipe field
+RECIPE_FLAGS: dict[str, str] = {
+    "model": "model", "dataset": "dataset", "task": "task", "layers": "layers", "epochs": "epochs",
+    "max_steps": "max_steps", "lr": "lr", "batch_size": "batch_size", "max_length": "max_length",
+    "doc_stride": "doc_stride", "train_samples": "train_samples", "eval_samples": "eval_samples", "seed": "seed",
+    "compare_dense": "compare_dense", "text_column": "text_column", "text_pair_column": "text_pair_column",
+    "label_column": "label_column",
+}
+#: flag destination -> IsoGaussConfig field (of the recipe's ``gaussian:`` section)
+GAUSSIAN_FLAGS: dict[str, str] = {
+    "rule": "rule", "noise": "noise", "num_samples": "num_samples", "distribution_lr": "distribution_lr",
+    "standardize": "standardize",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
+
+
+def _number(kind: type, low: float, strict: bool) -> Callable[[str], Callable[[str], Any]]:
+    """A factory of argparse ``type=`` checks: ``positive_int("batch_size")`` parses and checks ``--batch-size``."""
+    bound = f"{'>' if strict else '>='} {low:g}"
+
+    def for_field(name: str) -> Callable[[str], Any]:
+        def parse(text: str) -> Any:
+            value = kind(text)  # a ValueError here reads "invalid float value: 'abc'" (argparse)
+            if not math.isfinite(value):
+                raise argparse.ArgumentTypeError(f"{name} must be a finite number {bound}, got {text!r}")
+            if value < low or (strict and value == low):
+                raise argparse.ArgumentTypeError(f"{name} must be {bound}, got {text!r}")
+            return value
+
+        parse.__name__ = kind.__name__
+        return parse
+
+    return for_field
+
+
+positive_int = _number(int, 0, strict=True)
+positive_float = _number(float, 0, strict=True)
+nonnegative_int = _number(int, 0, strict=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Fine-tune a Hugging Face model whose selected fully connected layers are "
+                                      "Isotropic Gaussian layers (GDU/WDU), or its dense baseline.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--recipe", help="recipe name (see --list-recipes) or path to a recipe YAML")
+    p.add_argument("--model", help="alias (bert, bert-large, gpt2, vit, minilm, ffn8), hub id or local model directory")
+    p.add_argument("--dataset", help="dataset name (see --list-recipes), or a local .csv/.json/.jsonl/.parquet file "
+                                     "or a directory of them (or of one sub-directory of .txt files per class)")
+    p.add_argument("--task", choices=TASKS, help="task, when no recipe gives it")
+    p.add_argument("--text-column", help="dataset column holding the text (default: text)")
+    p.add_argument("--text-pair-column", help="second text column of sentence-pair tasks (default: none)")
+    p.add_argument("--label-column", help="dataset column holding the label, class ids or names (default: label)")
+    p.add_argument("--layers", help="1-based blocks made Gaussian, e.g. 4,8,12; 'none' = the dense baseline")
+    p.add_argument("--rule", help="distribution update: gdu | wdu")
+    p.add_argument("--noise", help="weight sampling: resample | seeded")
+    p.add_argument("--num-samples", type=positive_int("num_samples"),
+                   help="evaluation draws averaged (Table 9: 10; 100 for 8FFN)")
+    p.add_argument("--distribution-lr", type=positive_float("distribution_lr"),
+                   help="learning rate of the GDU/WDU step (default: the optimizer's current lr)")
+    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="standardize Gaussian-layer inputs (Appendix D)")
+    p.add_argument("--epochs", type=positive_float("epochs"), help="training epochs")
+    p.add_argument("--max-steps", type=positive_int("max_steps"), help="training steps (overrides --epochs)")
+    p.add_argument("--lr", type=positive_float("lr"), help="learning rate")
+    p.add_argument("--batch-size", type=positive_int("batch_size"), help="training batch size")
+    p.add_argument("--max-length", type=positive_int("max_length"), help="maximum tokens per example")
+    p.add_argument("--doc-stride", type=positive_int("doc_stride"),
+                   help="question-answering: overlap of context windows, in tokens")
+    p.add_argument("--train-samples", type=positive_int("train_samples"),
+                   help="use at most this many training examples")
+    p.add_argument("--eval-samples", type=positive_int("eval_samples"), help="evaluate on at most this many examples")
+    p.add_argument("--seed", type=nonnegative_int("seed"), help="seed of training, data order and noise")
+    p.add_argument("--compare-dense", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train the dense baseline and print both side by side")
+    p.add_argument("--output-dir", help="where results.json and the models go (default: runs/RECIPE, or "
+                                        "runs/MODEL-DATASET for a run without --recipe)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output directory of an earlier run")
+    p.add_argument("--resume-from-checkpoint", action="store_true",
+                   help="continue an interrupted run in --output-dir from its last Trainer checkpoint "
+                        "(statistics, noise state and step are restored; runs that had finished are trained again)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="push the final model to this Hub repo (needs a token)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit without training")
+    p.add_argument("--list-recipes", action="store_true", help="list recipes, datasets and model aliases, then exit")
+    return p
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe short form of a model or dataset name (a path's last component, without suffix)."""
+    text = text.rstrip("/\\")
+    if os.sep in text or os.path.exists(os.path.expanduser(text)) or text.startswith((".", "~")):
+        text = os.path.splitext(os.path.basename(os.path.expanduser(text)))[0] or "data"
+    else:
+        text = text.split("/")[-1]  # hub id owner/name -> name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+
+
+def custom_run_name(model: str, dataset: str) -> str:
+    """The name (and default output directory) of a run built from flags: ``MODEL-DATASET``."""
+    return f"{_slug(model)}-{_slug(dataset)}"
+
+
+def resolve_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe named by ``--recipe`` (or built from flags) with the command-line flags applied."""
+    overrides: dict[str, Any] = {field: getattr(args, flag) for flag, field in RECIPE_FLAGS.items()}
+    overrides[GAUSSIAN_KEY] = {field: getattr(args, flag) for flag, field in GAUSSIAN_FLAGS.items()}
+    if args.max_steps is not None and args.epochs is None:
+        overrides["max_steps"] = args.max_steps
+    if args.epochs is not None and args.max_steps is None:
+        overrides["max_steps"] = -1  # --epochs alone wins over the recipe's max_steps
+    if args.recipe:
+        return apply_overrides(load_recipe(args.recipe), overrides)
+    missing = [f"--{n}" for n in ("model", "dataset") if getattr(args, n) is None]
+    if missing:
+        raise UsageError(f"give --recipe NAME, or {' and '.join(missing)} (see --list-recipes)")
+    from .data import DATASETS
+
+    task = args.task or (DATASETS[args.dataset].task if args.dataset in DATASETS else None)
+    if task is None:
+        raise UsageError(f"--task is needed for dataset {args.dataset!r} (one of {', '.join(TASKS)})")
+    base = Recipe(name=custom_run_name(args.model, args.dataset), task=task, model=args.model, dataset=args.dataset,
+                  purpose="custom", description="a run built from command-line flags (no recipe)")
+    return apply_overrides(base, {k: v for k, v in overrides.items() if k not in ("model", "dataset", "task")})

@@ -1,0 +1,50 @@
+"""``RunContext``: everything one ``isogauss-finetune`` call resolved, handed from phase to phase.
+
+:func:`isogauss_hf.cli.finetune.main` fills the request (recipe, output directory, flags); the run
+phase (:mod:`isogauss_hf.cli.run`) adds what it loaded once for all variants (model source, config,
+tokenizer, task pipeline, prepared splits) and, as each variant finishes, the final model. Nothing
+here is global: two calls in one process do not share state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..recipes import Recipe
+from .variants import Variant
+
+__all__ = ["RunContext"]
+
+
+@dataclass
+class RunContext:
+    """The state of one run of ``isogauss-finetune`` (see the module docstring for who fills what)."""
+
+    recipe: Recipe
+    out: Path
+    resume: bool = False  # --resume-from-checkpoint
+    push_to_hub: Optional[str] = None  # --push-to-hub REPO
+    variants: list[Variant] = field(default_factory=list)
+    # loaded once, shared by every variant
+    source: Any = None  # pipelines.ModelSource
+    model_config: Any = None
+    tokenizer: Any = None
+    pipeline: Any = None  # task_pipelines.TaskPipeline
+    task_data: Any = None  # data.TaskData (after the --train-samples / --eval-samples caps)
+    labels: Optional[list[str]] = None
+    train: Any = None  # prepared (tokenized / transformed) splits
+    test: Any = None
+    # the variant that saved to OUTPUT_DIR/model (what --push-to-hub uploads)
+    final_model: Any = None
+    final_dir: Optional[Path] = None
+
+    @property
+    def raw_test(self) -> Any:
+        """The test split before preprocessing (question answering and summarization evaluate on it)."""
+        return self.task_data.data["test"] if self.task_data is not None else None
+
+    def checkpoints_dir(self, variant: Variant) -> Path:
+        """Where the Trainer checkpoints of ``variant`` go while it trains."""
+        return self.out / "checkpoints" / variant.name

@@ -1,0 +1,199 @@
+"""What a call of ``isogauss-finetune`` will do: checks before training, the data, the plan and ``--dry-run``.
+
+* :func:`preflight` — fast checks that need no training data (model, Hub access, blocks in range,
+  dataset name), so bad input fails before an output directory exists;
+* :func:`resolve_data` — the task's data as the runs get it (columns, cleaning, split, the
+  ``--train-samples`` / ``--eval-samples`` caps), its labels and per-split summary;
+* :func:`data_lines` — sizes, split seed and stratification, class balance, majority-class rate,
+  dropped rows (printed by the dry run and at the start of a real run);
+* :func:`dry_run` — the whole plan: model, blocks, every variant with the modules it replaces and
+  its parameter report, the data, training settings, output directory;
+* :func:`list_everything` — ``--list-recipes``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import HubUnavailable, RecipeError, UsageError
+from ..recipes import Recipe, list_recipes, load_recipe, recipes_dir
+from .data import DATASETS, TaskData, label_names, load_task_data
+from .dataprep import CLASSIFICATION_TASKS, describe_balance, describe_split, split_summary
+from .report import fmt_int
+from .variants import Variant, build_variant, dense_report, plan_variants
+
+__all__ = ["describe_recipe", "preflight", "resolve_data", "data_lines", "dry_run", "list_everything",
+           "column_options"]
+
+_KINDS = {"paper": "paper recipe (needs the Hugging Face Hub)", "demo": "offline run on installed real data",
+          "pipeline-check": "pipeline check on a small from-scratch model (not a reproduction)",
+          "custom": "custom run (model and dataset from the command line, no recipe)"}
+
+
+def describe_recipe(recipe: Recipe) -> str:
+    return _KINDS[recipe.purpose]
+
+
+def column_options(recipe: Recipe) -> dict[str, Optional[str]]:
+    """The recipe's column choices as ``load_task_data(columns=...)`` takes them."""
+    return {"text": recipe.text_column, "text_pair": recipe.text_pair_column, "label": recipe.label_column}
+
+
+def _check_blocks(recipe: Recipe, config: Any) -> None:
+    """Blocks out of range etc. fail before any data is loaded (on a meta-device model: no memory)."""
+    from .pipelines import build_meta_model
+
+    for variant in plan_variants(recipe, Path(".")):
+        if variant.config is not None:
+            build_variant(build_meta_model(recipe, copy.deepcopy(config), None), variant)
+
+
+def preflight(recipe: Recipe) -> None:
+    """Checks that need no training data: model, Hub access, blocks in range, dataset name (fast)."""
+    from .data import hub_available, is_local_dataset
+    from .pipelines import load_config, resolve_model_source
+
+    source = resolve_model_source(recipe)
+    config, where = load_config(recipe, source)  # offline: the local cache, else a known config + a note
+    if "must be downloaded" in where:
+        raise HubUnavailable(where.split(";")[0])
+    _check_blocks(recipe, config)
+    name = recipe.dataset
+    if name in DATASETS:
+        spec = DATASETS[name]
+        if spec.task != recipe.task:
+            raise UsageError(f"dataset {name!r} is for {spec.task}, but this recipe's task is {recipe.task}")
+        if spec.source == "hub" and not hub_available():
+            raise HubUnavailable(f"dataset {name!r} must be downloaded from the Hub (no network here)")
+    elif is_local_dataset(name):
+        if not os.path.exists(os.path.expanduser(name)):
+            raise UsageError(f"dataset path {name!r} does not exist")
+    else:
+        raise UsageError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))} (or a local "
+                         f".csv/.json/.jsonl/.parquet file or dataset directory)")
+
+
+def _cap(ds: Any, n: Optional[int], seed: int) -> Any:
+    if n is None or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
+
+
+def resolve_data(recipe: Recipe) -> tuple[TaskData, Optional[list[str]], dict[str, Any]]:
+    """The data the runs get (caps applied; ``full_rows`` keeps the sizes before), its labels and summary."""
+    task_data = load_task_data(recipe.dataset, recipe.task, recipe.dataset_options, recipe.seed,
+                               columns=column_options(recipe))
+    data = task_data.data
+    task_data.full_rows = {split: len(ds) for split, ds in data.items()}
+    data["train"] = _cap(data["train"], recipe.train_samples, recipe.seed)
+    data["test"] = _cap(data["test"], recipe.eval_samples, recipe.seed)
+    labels = label_names(data) if recipe.task in CLASSIFICATION_TASKS else None
+    return task_data, labels, split_summary(data, labels)
+
+
+def data_lines(recipe: Recipe, task_data: TaskData, labels: Optional[list[str]], summary: dict[str, Any]) -> list[str]:
+    """The dataset part of the plan, one entry per printed line (the first starts with ``dataset``)."""
+    full = task_data.full_rows
+    sizes = ", ".join(f"{split} {fmt_int(summary[split]['rows'])} of {fmt_int(full.get(split, summary[split]['rows']))}"
+                      for split in ("train", "test"))
+    lines = [f"dataset     {recipe.dataset}: {sizes}" + (f", {len(labels)} classes" if labels else "")]
+    capped = [s for s, cap in (("train", recipe.train_samples), ("test", recipe.eval_samples))
+              if cap is not None and cap < full.get(s, 0)]
+    lines.append(f"  split     {describe_split(task_data.split)}"
+                 + (f"; {' and '.join(capped)} capped to a random subset (seed {recipe.seed})" if capped else ""))
+    if task_data.columns:
+        mapped = ", ".join(f"{target} <- {source!r}" for target, source in task_data.columns.items())
+        lines.append(f"  columns   {mapped}")
+    for split in ("train", "test"):
+        balance = describe_balance(summary[split])
+        if balance:
+            lines.append(f"  {split:<9} {balance}")
+    if task_data.dropped:
+        total = sum(task_data.dropped.values())
+        per = ", ".join(f"{s} {n:,}" for s, n in task_data.dropped.items())
+        lines.append(f"  dropped   {total:,} row{'s' if total != 1 else ''} with an empty or missing text or label "
+                     f"({per})")
+    return lines
+
+
+def _variant_lines(recipe: Recipe, config: Any, labels: Optional[list[str]], variants: list[Variant]) -> list[str]:
+    from .pipelines import build_meta_model
+
+    lines = []
+    for variant in variants:
+        model = build_variant(build_meta_model(recipe, copy.deepcopy(config), labels), variant)
+        if not variant.gaussian:
+            report = dense_report(model)
+            lines.append(f"run         {variant.title}: {fmt_int(report['dense_model_parameters'])} parameters")
+            continue
+        report = model.parameter_report()
+        lines.append(f"run         {variant.title}")
+        for block, entry in report["per_block"].items():
+            lines.append(f"  block {block:>3}  {len(entry['modules'])} modules, {fmt_int(entry['replaced_weights'])} "
+                         f"weights -> {fmt_int(entry['gaussian_parameters'])} statistics ({100 * entry['ratio']:.2f}%)")
+            for name in entry["modules"]:
+                lines.append(f"             {name}")
+        lines.append(f"  total      {fmt_int(report['replaced_weights'])} weights -> "
+                     f"{fmt_int(report['gaussian_parameters'])} statistics ({100 * report['ratio']:.2f}%); model "
+                     f"{fmt_int(report['dense_model_parameters'])} -> {fmt_int(report['isogauss_model_parameters'])} "
+                     f"parameters")
+    return lines
+
+
+def dry_run(recipe: Recipe, output_dir: str) -> int:
+    """Print the resolved plan; load the data (never model weights); train and write nothing."""
+    from ..mapping import count_blocks
+    from .pipelines import build_meta_model, load_config, resolve_model_source
+
+    lines = [f"recipe      {recipe.name}: {recipe.description or '-'}",
+             f"kind        {describe_recipe(recipe)}" + (f"; {recipe.paper_reference}" if recipe.paper_reference else ""),
+             f"task        {recipe.task} (metric: {recipe.metric})"]
+    source = resolve_model_source(recipe)
+    config, where = load_config(recipe, source)
+    lines.append(f"model       {recipe.model} -> {where}")
+    _check_blocks(recipe, config)
+    labels: Optional[list[str]] = None
+    try:
+        task_data, labels, summary = resolve_data(recipe)
+        lines += data_lines(recipe, task_data, labels, summary)
+    except HubUnavailable as e:
+        lines.append(f"dataset     {recipe.dataset}: {e}")
+    if labels is None and recipe.task in CLASSIFICATION_TASKS:
+        known = DATASETS[recipe.dataset].num_classes if recipe.dataset in DATASETS else None
+        labels = [str(i) for i in range(known or getattr(config, "num_labels", 2))]
+    meta = build_meta_model(recipe, copy.deepcopy(config), labels)
+    n_blocks = count_blocks(meta)
+    lines.append(f"blocks      {n_blocks if n_blocks is not None else 'unmapped architecture'}"
+                 f" ({getattr(config, 'model_type', '?')})")
+    lines += _variant_lines(recipe, config, labels, plan_variants(recipe, Path(output_dir)))
+    steps = f"{recipe.max_steps} steps" if recipe.max_steps > 0 else f"{recipe.epochs:g} epochs"
+    lines.append(f"training    {steps}, {recipe.optimizer} lr {recipe.lr:g}, batch {recipe.batch_size}, "
+                 f"weight decay {recipe.weight_decay:g}, max_length {recipe.max_length}, seed {recipe.seed}")
+    out = Path(output_dir).expanduser()
+    busy = out.is_dir() and any(out.iterdir())
+    lines.append(f"output      {output_dir}" + (" (not empty: a real run needs --overwrite or another --output-dir)"
+                                                 if busy else ""))
+    print("\n".join(lines))
+    print("dry run: nothing trained")
+    return 0
+
+
+def list_everything() -> None:
+    from .pipelines import MODEL_ALIASES
+
+    print(f"recipes ({recipes_dir()}):")
+    for name in list_recipes():
+        try:
+            r = load_recipe(name)
+            print(f"  {name:28s} [{r.purpose}] {r.description}")
+        except RecipeError as e:
+            print(f"  {name:28s} INVALID: {e}")
+    print("datasets:")
+    for name, spec in sorted(DATASETS.items()):
+        print(f"  {name:28s} [{spec.source}, {spec.task}] {spec.description}")
+    print("model aliases:")
+    for name, alias in MODEL_ALIASES.items():
+        print(f"  {name:28s} {alias.description}")

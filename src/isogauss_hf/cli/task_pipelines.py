@@ -1,0 +1,229 @@
+"""The per-task pieces of a fine-tuning run: preprocessing, collator, metrics and the final evaluation.
+
+Training itself is ``transformers.Trainer`` with :class:`~isogauss_hf.IsoGaussCallback`; a
+:class:`TaskPipeline` only prepares what the Trainer is given and evaluates with the task's metric
+(accuracy; SQuAD exact match / F1 with the standard span post-processing; ROUGE-1 / ROUGE-L / BLEU
+on generated text). :func:`make_pipeline` picks the one of a recipe's task.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+
+__all__ = ["TaskPipeline", "TextClassification", "ImageClassification", "QuestionAnswering", "Summarization",
+           "make_pipeline"]
+
+
+class TaskPipeline:
+    """What the Trainer needs for one task, and the task's final evaluation."""
+
+    remove_unused_columns = True
+
+    def __init__(self, recipe: Any, tokenizer: Any, model_config: Any) -> None:
+        self.recipe = recipe
+        self.tokenizer = tokenizer
+        self.model_config = model_config
+
+    def prepare(self, data: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def collator(self) -> Any:
+        return None
+
+    def compute_metrics(self) -> Any:
+        return None
+
+    def evaluate(self, trainer: Any, model: Any, raw_test: Any, test: Any) -> dict[str, float]:
+        metrics = trainer.evaluate(test)
+        return _clean_metrics(metrics)
+
+
+def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        name = key[len("eval_"):] if key.startswith("eval_") else key
+        if name in ("runtime", "samples_per_second", "steps_per_second", "epoch"):
+            continue
+        out[name] = float(value)
+    return out
+
+
+class TextClassification(TaskPipeline):
+    def prepare(self, data):
+        from ..tasks import tokenize_classification
+
+        pair = "text_pair" if "text_pair" in data["train"].column_names else None
+        tokenized = tokenize_classification(data, self.tokenizer, max_length=self.recipe.max_length,
+                                            text_pair_column=pair)
+        return tokenized["train"], tokenized["test"]
+
+    def collator(self):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer)
+
+    def compute_metrics(self):
+        from ..tasks import compute_accuracy
+
+        return compute_accuracy
+
+
+class ImageClassification(TaskPipeline):
+    remove_unused_columns = False  # the collator picks pixel_values and label itself
+
+    def _target_shape(self) -> tuple[int, ...]:
+        cfg = self.model_config
+        if getattr(cfg, "model_type", None) == "isogauss-ffn8":
+            return (cfg.input_size,)
+        size = self.recipe.image_size or getattr(cfg, "image_size", 224)
+        return (getattr(cfg, "num_channels", 3), size, size)
+
+    def prepare(self, data):
+        shape = self._target_shape()
+        if "image" in data["train"].column_names:  # hub images (PIL) -> arrays on the fly
+            from ..tasks import make_image_transform
+
+            if len(shape) == 1:  # flat grayscale input (FFN on MNIST)
+                side = int(round(shape[0] ** 0.5))
+
+                def transform(batch):
+                    from ..tasks.vision import resize_bilinear, to_rgb_array
+
+                    pixels = [resize_bilinear(to_rgb_array(img), side, side).mean(axis=2).reshape(-1)
+                              for img in batch["image"]]
+                    return {"pixel_values": pixels, "label": list(batch["label"])}
+            else:
+                mean = getattr(self.model_config, "image_mean", None) or (0.5, 0.5, 0.5)
+                std = getattr(self.model_config, "image_std", None) or (0.5, 0.5, 0.5)
+                transform = make_image_transform(size=shape[1], image_mean=mean, image_std=std)
+            return data["train"].with_transform(transform), data["test"].with_transform(transform)
+        return data["train"], data["test"]
+
+    def collator(self):
+        shape = self._target_shape()
+
+        def collate(features):
+            pixels = torch.stack([torch.as_tensor(np.asarray(f["pixel_values"]), dtype=torch.float32) for f in features])
+            if pixels[0].numel() != int(np.prod(shape)):
+                raise UsageError(
+                    f"images have {pixels[0].numel()} values, the model expects {shape} "
+                    f"({int(np.prod(shape))}); set image_size / model_config to match the data"
+                )
+            return {
+                "pixel_values": pixels.reshape(len(features), *shape),
+                "labels": torch.tensor([int(f["label"]) for f in features], dtype=torch.long),
+            }
+
+        return collate
+
+    def compute_metrics(self):
+        from ..tasks import compute_accuracy
+
+        return compute_accuracy
+
+
+class QuestionAnswering(TaskPipeline):
+    def prepare(self, data):
+        from ..tasks import prepare_squad_train_features, prepare_squad_validation_features
+
+        kwargs = dict(tokenizer=self.tokenizer, max_length=self.recipe.max_length, stride=self.recipe.doc_stride)
+        train = data["train"].map(partial(prepare_squad_train_features, **kwargs), batched=True,
+                                  remove_columns=data["train"].column_names, desc="squad train features")
+        self.eval_features = data["test"].map(partial(prepare_squad_validation_features, **kwargs), batched=True,
+                                              remove_columns=data["test"].column_names, desc="squad eval features")
+        test = self.eval_features.remove_columns(["example_id", "offset_mapping"])
+        return train, test
+
+    def evaluate(self, trainer, model, raw_test, test):
+        from ..tasks import postprocess_qa_predictions, squad_metrics
+
+        output = trainer.predict(test)
+        start_logits, end_logits = output.predictions[:2]
+        predictions = postprocess_qa_predictions(raw_test, self.eval_features, start_logits, end_logits)
+        return squad_metrics(predictions, raw_test)
+
+
+class Summarization(TaskPipeline):
+    def prepare(self, data):
+        from ..tasks import preprocess_samsum_clm
+
+        fn = partial(preprocess_samsum_clm, tokenizer=self.tokenizer, max_length=self.recipe.max_length)
+        train = data["train"].map(fn, batched=True, remove_columns=data["train"].column_names, desc="tokenize train")
+        test = data["test"].map(fn, batched=True, remove_columns=data["test"].column_names, desc="tokenize test")
+        return train, test
+
+    def collator(self):
+        from ..tasks import causal_lm_collator
+
+        return causal_lm_collator(self.tokenizer)
+
+    def _prompt_ids(self, dialogue: str) -> list[int]:
+        from ..tasks.summarization import PROMPT_PREFIX, PROMPT_SUFFIX, build_summarization_prompt
+
+        tok = self.tokenizer
+        ids = tok(build_summarization_prompt(dialogue), add_special_tokens=False)["input_ids"]
+        budget = self.recipe.max_length - self.recipe.max_new_tokens
+        if len(ids) <= budget:
+            return ids
+        head = tok(PROMPT_PREFIX, add_special_tokens=False)["input_ids"]
+        tail = tok(PROMPT_SUFFIX, add_special_tokens=False)["input_ids"]
+        body = tok(dialogue.strip(), add_special_tokens=False)["input_ids"]
+        return head + body[: max(0, budget - len(head) - len(tail))] + tail
+
+    def generate(self, model, dialogues: list[str]) -> list[str]:
+        """Greedy summaries for ``dialogues`` (left-padded batches, Gaussian layers in eval mode)."""
+        from tqdm.auto import tqdm
+
+        from ..tasks import extract_generated_summary
+
+        tok = self.tokenizer
+        device = next(model.parameters()).device
+        batch_size = self.recipe.eval_batch_size or self.recipe.batch_size
+        model.eval()
+        outputs: list[str] = []
+        for start in tqdm(range(0, len(dialogues), batch_size), desc="generate", unit="batch"):
+            prompts = [self._prompt_ids(d) for d in dialogues[start:start + batch_size]]
+            width = max(len(p) for p in prompts)
+            input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
+            attention = torch.zeros((len(prompts), width), dtype=torch.long)
+            for i, p in enumerate(prompts):
+                input_ids[i, width - len(p):] = torch.tensor(p)
+                attention[i, width - len(p):] = 1
+            with torch.no_grad():
+                generated = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                    max_new_tokens=self.recipe.max_new_tokens, do_sample=False,
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                )
+            for row in generated[:, width:]:
+                text = tok.decode(row.tolist(), skip_special_tokens=False)
+                outputs.append(extract_generated_summary(text, tok.eos_token))
+        return outputs
+
+    def evaluate(self, trainer, model, raw_test, test):
+        from ..tasks import summarization_metrics
+
+        metrics = _clean_metrics(trainer.evaluate(test))
+        predictions = self.generate(model, list(raw_test["dialogue"]))
+        self.examples = [{"summary": r, "generated": p} for r, p in zip(raw_test["summary"][:5], predictions[:5])]
+        metrics.update(summarization_metrics(predictions, list(raw_test["summary"])))
+        return metrics
+
+
+_PIPELINES = {
+    "text-classification": TextClassification,
+    "image-classification": ImageClassification,
+    "question-answering": QuestionAnswering,
+    "summarization": Summarization,
+}
+
+
+def make_pipeline(recipe: Any, tokenizer: Any, model_config: Any) -> TaskPipeline:
+    """The pipeline of ``recipe.task``."""
+    return _PIPELINES[recipe.task](recipe, tokenizer, model_config)
