@@ -30,8 +30,8 @@ BLOCK_SETS = [[1], [3], [5], [2, 4], [2, 4, 6]]
 VARIANTS = ["dense", "drop", "lowrank", "frozen", "gdu/seeded", "wdu/resample", "backprop/seeded",
             "gdu/resample", "wdu/seeded", "backprop/resample"]
 BUDGETS = {
-    "tweets": M.Budget(train_size=3000, test_size=1500, max_length=64, batch_size=32, epochs=2.0),
-    "bbc_news": M.Budget(train_size=400, test_size=445, max_length=96, batch_size=16, epochs=3.0),
+    "tweets": M.Budget(train_size=3000, test_size=1500, max_length=64, batch_size=32, epochs=1.5, num_samples=10),
+    "bbc_news": M.Budget(train_size=400, test_size=445, max_length=64, batch_size=16, epochs=3.0, num_samples=10),
 }
 SMOKE = M.Budget(train_size=32, test_size=16, max_length=16, batch_size=8, epochs=1.0, num_samples=2)
 

@@ -31,7 +31,7 @@ class Eq2Reparam(torch.autograd.Function):
     def forward(ctx, row_mean, row_std, col_mean, col_std, noise):  # noqa: D102 - autograd signature
         n, m = row_mean.shape[0], col_mean.shape[0]
         a, b = m / (m + n), n / (m + n)
-        with _runtime.aux_threads(noise.device):
+        with _runtime.aux_threads(noise.device, ("eq2_reparam", tuple(noise.shape))):
             std = eq2_std(row_mean, row_std, col_mean, col_std)
             weight = torch.mul(noise, std).add_(a * row_mean[:, None]).add_(b * col_mean[None, :])
         ctx.save_for_backward(row_mean, row_std, col_mean, col_std, noise, std)
@@ -41,7 +41,7 @@ class Eq2Reparam(torch.autograd.Function):
     def backward(ctx, grad):  # noqa: D102
         row_mean, row_std, col_mean, col_std, noise, std = ctx.saved_tensors
         stats = RowColStats(row_mean.detach(), row_std.detach(), col_mean.detach(), col_std.detach())
-        with _runtime.aux_threads(grad.device):
+        with _runtime.aux_threads(grad.device, ("eq2_reparam_grad", tuple(grad.shape))):
             grads = eq2_statistics_grad(stats, noise, std, grad, scratch=_runtime.scratch(4, grad))
         return (*grads, None)
 
