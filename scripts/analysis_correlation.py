@@ -11,16 +11,13 @@ blocks ``auto:1`` / ``auto:3`` pick with each score against the recipes' hand-pi
 (``recipes/minilm-*.yaml`` for one block; Table 2 analogue's 3-block set) and random picks (for one
 block the exact expectation over the six; for three, ``random_picks`` seeded triples fine-tuned).
 
-Fine-tuning follows ``scripts/reproduce_table2_minilm.py`` (its data subsets and evaluation; AdamW lr
-2e-5, head lr 1e-3, batch 16, constant lr) and stores runs in the same format and keys
-(``"<dataset>|<blocks>|<rule>"`` -> ``{dataset, layers, rule, test_accuracy, ...}``, dense = ``|base|dense``),
-so ``--finetune-results results/table2_minilm.json`` reuses that script's runs: only those whose dataset
-settings (sizes, epochs, lr, head lr, draws, max length, seed) equal this budget's and whose rule is
-``--rule`` (``--budget small`` is Table 2's setting: base and blocks 1, 3, 5 and 2,4,6 come from there).
-Missing runs are trained here, the JSON is rewritten after each one, and an interrupted job resumes.
+Fine-tuning is the Table 2 analogue's (``scripts/reproduce_table2_baselines.py``: its budgets, data subsets
+and runner ``scripts/_minilm.py``); runs of ``--variant`` already in ``--table`` (same budget) are reused and
+the missing seeds are trained here (kept under ``seed_runs``); accuracies are averaged over ``--seeds``. The
+JSON is rewritten after each run, and an interrupted job resumes.
 
-    python scripts/analysis_correlation.py --budget small            # results/analysis_correlation.{json,md,png}
-    python scripts/analysis_correlation.py --smoke --out-dir /tmp/x  # tiny random 6-block BERT, seconds
+    python scripts/analysis_correlation.py --variant gdu/seeded      # results/analysis_correlation.{json,md,png}
+    python scripts/analysis_correlation.py --smoke --out-dir /tmp/x  # tiny budget, seconds
     python scripts/analysis_correlation.py --report-only             # re-analyse the JSON, train nothing
 """
 
@@ -44,14 +41,6 @@ import reproduce_table2_minilm as T2  # noqa: E402  (data subsets, evaluation an
 NAME = "analysis_correlation"
 DATASETS = ("tweets", "bbc_news")
 NUM_BLOCKS = 6
-BUDGETS: dict[str, dict[str, Any]] = {
-    "smoke": {"sizes": {"tweets": (32, 16), "bbc_news": (32, 16)}, "epochs": 1.0, "num_samples": 2, "max_length": 32,
-              "calibration": 16, "random_picks": 1, "tiny": True},
-    "small": {"sizes": {"tweets": (480, 192), "bbc_news": (480, 96)}, "epochs": 1.0, "num_samples": 3,
-              "max_length": 128, "calibration": 128, "random_picks": 3, "tiny": False},
-    "medium": {"sizes": {"tweets": (1600, 400), "bbc_news": (960, 200)}, "epochs": 2.0, "num_samples": 3,
-               "max_length": 128, "calibration": 128, "random_picks": 3, "tiny": False},
-}
 
 
 # -------------------------------------------------------------------------------------------- statistics
@@ -110,42 +99,6 @@ def make_factory(budget: dict, names: list[str], seed: int):
         return AutoModelForSequenceClassification.from_pretrained(str(minilm_model_dir()), **labels)
 
     return load
-
-
-def finetune(dataset: str, layers: Optional[list[int]], args, data, factory) -> dict[str, Any]:
-    """One run of the Table 2 protocol with ``layers`` Gaussian (None = dense); a record in its format."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
-
-    from isogauss_hf import IsoGaussCallback, IsoGaussConfig, get_isogauss_model
-
-    train, test, names, tokenizer = data
-    model = factory()
-    callbacks = []
-    if layers:
-        model = get_isogauss_model(model, IsoGaussConfig(layers=list(layers), rule=args.rule, noise="resample",
-                                                         seed=args.seed, num_samples=args.budget["num_samples"]))
-        callbacks.append(IsoGaussCallback())
-    head = [p for n, p in model.named_parameters() if "classifier" in n and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if "classifier" not in n and p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": rest, "lr": args.lr}, {"params": head, "lr": args.head_lr}],
-                                  weight_decay=0.0)
-    targs = TrainingArguments(
-        output_dir=os.path.join(args.work_dir, f"{dataset}-{C.layers_key(layers)}"), per_device_train_batch_size=16,
-        num_train_epochs=args.budget["epochs"], learning_rate=args.lr, lr_scheduler_type="constant", weight_decay=0.0,
-        seed=args.seed, data_seed=args.seed, save_strategy="no", eval_strategy="no", logging_strategy="no",
-        report_to=[], disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
-        train_sampling_strategy="group_by_length")
-    trainer = Trainer(model=model, args=targs, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
-                      callbacks=callbacks, optimizers=(optimizer, None))
-    t0 = time.perf_counter()
-    out = trainer.train()
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    acc = T2.evaluate(model, test, tokenizer, batch_size=32)
-    return {"dataset": dataset, "layers": list(layers or []), "rule": args.rule if layers else None,
-            "test_accuracy": acc, "train_loss": float(out.training_loss), "steps": int(out.global_step),
-            "train_seconds": train_s, "eval_seconds": time.perf_counter() - t0,
-            "num_samples": args.budget["num_samples"] if layers else 1, "source": "analysis_correlation.py"}
 
 
 def scan(dataset: str, data, factory, args) -> dict[str, Any]:
@@ -248,8 +201,9 @@ def markdown(payload: dict[str, Any]) -> str:
     lines = ["# Which block score predicts the accuracy lost by a Gaussian block? (MiniLM-L6, issue 11)\n",
              f"Command: `{payload['command']}`  ",
              f"Measured {payload['updated']} on {env['platform']} (torch {env['torch']}, {env['torch_threads']} "
-             f"thread(s)); budget `{st['budget_name']}`: {st['budget']}; rule {st['rule']}, seed {st['seed']}, "
-             f"scan seeds {st['scan_seeds']}.\n",
+             f"thread(s)); fine-tuning budgets {st['budgets']} (the Table 2 analogue's, "
+             f"`scripts/reproduce_table2_baselines.py`); Gaussian variant {st['variant']}, accuracies averaged over "
+             f"seeds {st['seeds']}; scan seeds {st['scan_seeds']}, {st['calibration']} calibration examples.\n",
              "Accuracy lost = dense accuracy - accuracy with that one block Gaussian after fine-tuning. rho = "
              "Spearman rank correlation of the score with it over the six blocks (p: exact permutation test, "
              "two-sided); oriented rho > 0 means the score ranks as intended (its 'safe' end loses less).\n"]
@@ -325,37 +279,33 @@ def write_outputs(payload: dict[str, Any], out_dir: str, name: str) -> None:
     plot(payload, os.path.join(out_dir, f"{name}.png"))
 
 
-def expected_settings(args, rec: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The Table 2 settings a reused run must have been measured with (None: a run this job does not use)."""
-    ds = rec.get("dataset")
-    if ds not in args.datasets or (rec.get("layers") and rec.get("rule") != args.rule):
-        return None
-    train, test = args.budget["sizes"][ds]
-    return {"train_size": train, "test_size": test, "epochs": args.budget["epochs"], "lr": args.lr,
-            "head_lr": args.head_lr, "num_samples": args.budget["num_samples"],
-            "max_length": args.budget["max_length"], "seed": args.seed}
+def _table_runs(table: dict, ds: str, variant: str) -> dict[str, list[float]]:
+    """Accuracies per block set (``layers_key``) of ``variant`` on ``ds`` in a table2_baselines JSON (+ dense)."""
+    out: dict[str, list[float]] = {}
+    for rec in (table.get("runs") or {}).values():
+        if rec["dataset"] != ds or rec["variant"] not in (variant, "dense"):
+            continue
+        k = "base" if rec["variant"] == "dense" else C.layers_key(rec["layers"])
+        out.setdefault(k, []).append(rec["accuracy"]["accuracy"])
+    return out
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budget", choices=list(BUDGETS), default="small", help="data sizes, epochs, draws (default small)")
-    p.add_argument("--smoke", action="store_true", help="= --budget smoke: a tiny random 6-block BERT, seconds")
+    p.add_argument("--smoke", action="store_true", help="tiny budget and a tiny random 6-block BERT scan, seconds")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--rule", default="wdu", choices=["gdu", "wdu"])
-    p.add_argument("--finetune-results", nargs="*", default=[], help="JSON files of reproduce_table2_minilm.py format "
-                                                                    "whose runs are reused when their settings match")
-    p.add_argument("--no-triples", action="store_true",
-                   help="skip the 3-block fine-tunes (auto:3, hand-picked, random)")
-    p.add_argument("--scan-seeds", type=int, nargs="+", default=[0],
+    p.add_argument("--variant", default="gdu/seeded", help="the Gaussian variant whose accuracy loss is predicted")
+    p.add_argument("--table", default=os.path.join(C.RESULTS_DIR, "table2_baselines.json"),
+                   help="reproduce_table2_baselines.py JSON whose runs (same budget) are reused")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds (accuracies averaged)")
+    p.add_argument("--no-triples", action="store_true", help="skip the 3-block fine-tunes (auto:3, random)")
+    p.add_argument("--scan-seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the scan's Gaussian draws (averaged)")
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--head-lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--calibration", type=int, default=128, help="calibration examples of the scan")
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--time-limit-s", type=float, default=None, help="start no new fine-tune after this many seconds")
     p.add_argument("--out-dir", default=C.RESULTS_DIR)
     p.add_argument("--name", default=NAME)
-    p.add_argument("--work-dir", default="/tmp/isogauss_analysis_correlation")
     p.add_argument("--report-only", action="store_true", help="re-analyse and rewrite md/png from the JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -364,46 +314,43 @@ def main(argv: Optional[list[str]] = None) -> None:
         payload = C.load_json(path) or sys.exit(f"--report-only: {path} does not exist")
         write_outputs(payload, args.out_dir, args.name)
         return
-    args.budget_name = "smoke" if args.smoke else args.budget
-    args.budget = BUDGETS[args.budget_name]
-    from transformers import AutoTokenizer
+    import dataclasses
+
+    import _minilm as M  # noqa: E402
+    import reproduce_table2_baselines as TB  # noqa: E402
     from transformers.utils import logging as hf_logging
 
-    from isogauss_hf.tasks import minilm_model_dir, tokenize_classification
-
     hf_logging.set_verbosity_error()
-    settings = {"budget_name": args.budget_name, "budget": args.budget, "rule": args.rule, "seed": args.seed,
-                "scan_seeds": list(args.scan_seeds), "lr": args.lr, "head_lr": args.head_lr}
+    budgets = {ds: (TB.SMOKE if args.smoke else TB.BUDGETS[ds]) for ds in args.datasets}
+    settings = {"variant": args.variant, "seeds": list(args.seeds), "scan_seeds": list(args.scan_seeds),
+                "calibration": args.calibration, "budgets": {ds: dataclasses.asdict(b) for ds, b in budgets.items()},
+                "smoke": args.smoke, "rule": args.variant}
     payload = C.load_json(path) or {}
     if payload.get("settings") != settings:
-        payload = {"runs": {}, "scans": {}}
+        payload = {"runs": {}, "scans": {}, "seed_runs": {}}
     payload.update({"name": args.name, "settings": settings, "environment": C.environment(),
                     "command": "python scripts/analysis_correlation.py "
                                + " ".join(argv if argv is not None else sys.argv[1:]),
                     "hand_picked": hand_picked(),
-                    "random_picks": random_triples(args.budget["random_picks"], args.seed),
-                    "finetune_sources": list(args.finetune_results)})
-    for source in args.finetune_results:  # reuse runs measured elsewhere with the same protocol and sizes
-        data = C.load_json(source) or sys.exit(f"--finetune-results: {source} does not exist")
-        for key, rec in (data.get("runs") or {}).items():
-            theirs, ours = (data.get("settings") or {}).get(rec.get("dataset"), {}), expected_settings(args, rec)
-            if ours is None or any(theirs.get(k) != v for k, v in ours.items()):
-                continue  # another dataset, rule or budget: not comparable
-            payload["runs"].setdefault(key, {**rec, "source": source})
+                    "random_picks": random_triples(3, 0)})
+    table = C.load_json(args.table) or {}
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_model_dir()))
 
     def save():
         payload["updated"] = C.utc_now()
         write_outputs(payload, args.out_dir, args.name)
 
     for ds in args.datasets:
-        train, test, names, _ = T2.load_dataset(ds, *args.budget["sizes"][ds], seed=args.seed)
-        data = (tokenize_classification(train, tokenizer, max_length=args.budget["max_length"]),
-                tokenize_classification(test, tokenizer, max_length=args.budget["max_length"]), names, tokenizer)
-        factory = make_factory(args.budget, names, args.seed)
+        budget = budgets[ds]
+        reuse = (table.get("settings") or {}).get(ds) == dataclasses.asdict(budget)
+        data = M.load_data(ds, budget)
+        names = data.labels
+        factory = make_factory({"tiny": args.smoke}, names, 0)
         if ds not in payload["scans"]:
-            payload["scans"][ds] = scan(ds, data, factory, args)
+            t2data = (data.train, data.test, names, data.tokenizer)
+            args.budget = {"calibration": args.calibration}
+            args.seed = 0
+            payload["scans"][ds] = scan(ds, t2data, factory, args)
             save()
             print(f"[{C.utc_now()}] {ds}: scan {payload['scans'][ds]['seconds']:.0f}s", flush=True)
         plan: list[Optional[list[int]]] = [None] + [[b] for b in range(1, NUM_BLOCKS + 1)]
@@ -413,19 +360,25 @@ def main(argv: Optional[list[str]] = None) -> None:
             triples = [auto_pick(payload["scans"][ds]["scores"][n], s.lower_is_safer, 3) for n, s in SCORES.items()]
             triples += [payload["hand_picked"][ds]["3"]] + payload["random_picks"]
             plan += [t for i, t in enumerate(triples) if t not in triples[:i]]
+        found = _table_runs(table, ds, args.variant) if reuse else {}
         for layers in plan:
-            key = T2.run_key(ds, layers, args.rule if layers else None)
-            if key in payload["runs"]:
-                continue
-            if args.time_limit_s is not None and time.perf_counter() - started > args.time_limit_s:
-                print(f"time limit reached; {key} and later runs not started (rerun to resume)", flush=True)
-                save()
-                return
-            payload["runs"][key] = finetune(ds, layers, args, data, factory)
+            lk = "base" if layers is None else C.layers_key(layers)
+            accs = list(found.get(lk, []))
+            for seed in args.seeds[len(accs):]:
+                skey = f"{ds}|{args.variant if layers else 'dense'}|{lk}|{seed}"
+                if skey not in payload["seed_runs"]:
+                    if args.time_limit_s is not None and time.perf_counter() - started > args.time_limit_s:
+                        print(f"time limit reached; {skey} and later runs not started (rerun to resume)", flush=True)
+                        save()
+                        return
+                    rec = M.train_eval(args.variant if layers else "dense", layers, data, seed, budget)
+                    payload["seed_runs"][skey] = rec
+                    print(f"[{C.utc_now()}] {skey}: {100 * rec['accuracy']['accuracy']:.2f}%", flush=True)
+                accs.append(payload["seed_runs"][skey]["accuracy"]["accuracy"])
+            key = T2.run_key(ds, layers, args.variant if layers else None)
+            payload["runs"][key] = {"dataset": ds, "layers": list(layers or []), "test_accuracy": sum(accs) / len(accs),
+                                    "accuracies": accs, "source": "table2_baselines.json" if found.get(lk) else "here"}
             save()
-            rec = payload["runs"][key]
-            print(f"[{C.utc_now()}] {key}: acc {100 * rec['test_accuracy']:.2f}% ({rec['train_seconds']:.0f}s)",
-                  flush=True)
     save()
     print(f"recommended score: {payload['analysis']['recommended_score']}  ({path})")
 
