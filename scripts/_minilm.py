@@ -6,15 +6,15 @@ One *variant* of one run is a string:
 * ``drop`` / ``lowrank`` / ``frozen`` — the baselines of :mod:`isogauss_hf.baselines`;
 * ``RULE/NOISE`` — Gaussian blocks, e.g. ``gdu/seeded``, ``wdu/resample``, ``backprop/seeded``;
 
-optionally followed by ``+option`` parts: ``+dlr=X`` (distribution lr for GDU/WDU), ``+std`` (input
-standardization), ``+calib=N`` (N steps fitting the statistics to the dense block's outputs first, see
-:func:`calibrate`). Every run is fine-tuned by the transformers ``Trainer`` (AdamW; a separate lr for the
+optionally followed by ``+option`` parts: ``+dlr=X`` (distribution lr for GDU/WDU), ``+slr=X`` (the
+optimizer's lr for the statistics under ``backprop``; default the encoder lr), ``+std`` (input
+standardization), ``+calib=N`` (N steps of :func:`isogauss_hf.calibrate.calibrate_statistics`: each
+converted block fits the dense block's outputs on 512 training texts before fine-tuning). Every run is fine-tuned by the transformers ``Trainer`` (AdamW; a separate lr for the
 new classification head) and scored on the test split with a Wilson 95 % interval.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import sys
@@ -105,83 +105,35 @@ def build(variant: str, layers: Optional[list[int]], data: Data, seed: int, budg
                                                                    num_samples=budget.num_samples))
         return run.model, ([IsoGaussCallback()] if run.needs_isogauss_callback else []), _short(run.report)
     rule, noise = base.split("/")
-    dense_copy = copy.deepcopy(model) if options.get("calib") else None
     cfg = IsoGaussConfig(layers=layers, rule=rule, noise=noise, seed=seed, num_samples=budget.num_samples,
                          standardize=bool(options.get("std", False)),
                          distribution_lr=options.get("dlr"))
-    model = get_isogauss_model(model, cfg)
-    if dense_copy is not None:
-        calibrate(model, dense_copy, data, layers, steps=int(options["calib"]), seed=seed)
+    steps = int(options.get("calib", 0))
+    if steps:  # the library's calibration: each converted block fits the dense block's outputs first
+        from isogauss_hf.calibrate import calibrate_statistics, keep_dense_units
+
+        units = keep_dense_units(model, cfg)
+        model = get_isogauss_model(model, cfg)
+        calibrate_statistics(model, units, calibration_batches(data, seed), steps=steps, lr=3e-3, progress=False)
+    else:
+        model = get_isogauss_model(model, cfg)
     return model, [IsoGaussCallback()], _short(model.parameter_report())
+
+
+def calibration_batches(data: Data, seed: int, count: int = 512, batch_size: int = 32) -> list[dict]:
+    """``count`` training texts (seeded) as padded input batches, without labels."""
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(data.tokenizer)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.train), generator=g)[:count].tolist()
+    rows = [{k: v for k, v in data.train[i].items() if k != "label"} for i in idx]
+    return [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
 
 
 def _short(rep: dict) -> dict:
     return {k: rep[k] for k in ("dense_model_parameters", "isogauss_model_parameters", "replaced_weights",
                                 "gaussian_parameters") if k in rep}
-
-
-def calibrate(model, dense, data: Data, layers: list[int], steps: int, seed: int, lr: float = 3e-3,
-              batch_size: int = 32) -> list[float]:
-    """Fit the Gaussian blocks' statistics so each block's output matches the dense block's (MSE), by Adam.
-
-    Block inputs are the dense model's hidden states on training texts; only the statistics move (the
-    layers train through Eq. 2 with the ``backprop`` rule during calibration, then get their own rule back).
-    """
-    from transformers import DataCollatorWithPadding
-
-    blocks = model.base_model.bert.encoder.layer
-    dense_blocks = dense.bert.encoder.layer
-    layers_sorted = sorted(layers)
-    gauss = [layer for b in layers_sorted for _, layer in _gaussian_in(blocks[b - 1])]
-    rules = [layer.rule for layer in gauss]
-    for layer in gauss:
-        layer.set_rule("backprop")
-    params = [getattr(layer, s) for layer in gauss for s in layer.STAT_NAMES]
-    opt = torch.optim.Adam(params, lr=lr)
-    collate = DataCollatorWithPadding(data.tokenizer)
-    g = torch.Generator().manual_seed(seed)
-    captured: dict[int, tuple] = {}
-
-    def capture(b):
-        def hook(module, args, kwargs, output):  # the dense block's inputs and output on this batch
-            captured[b] = (args, kwargs, output[0] if isinstance(output, tuple) else output)
-        return hook
-
-    handles = [dense_blocks[b - 1].register_forward_hook(capture(b), with_kwargs=True) for b in layers_sorted]
-    losses = []
-    dense.eval()
-    model.train()
-    try:
-        for _ in range(steps):
-            idx = torch.randint(0, len(data.train), (batch_size,), generator=g).tolist()
-            batch = collate([{k: v for k, v in data.train[i].items() if k != "label"} for i in idx])
-            with torch.no_grad():
-                dense.bert(**batch)
-            mask = batch["attention_mask"][..., None].float()
-            loss = 0.0
-            for b in layers_sorted:
-                args_, kwargs_, target = captured[b]
-                pred = blocks[b - 1](*args_, **kwargs_)
-                pred = pred[0] if isinstance(pred, tuple) else pred
-                loss = loss + (((pred - target) ** 2) * mask).sum() / mask.sum() / target.shape[-1]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            for layer in gauss:
-                layer.reset_draw()
-            losses.append(float(loss.detach()))
-    finally:
-        for h in handles:
-            h.remove()
-    for layer, rule in zip(gauss, rules):
-        layer.set_rule(rule)
-    return losses
-
-
-def _gaussian_in(module):
-    from isogauss_hf import iter_isogauss_layers
-
-    return list(iter_isogauss_layers(module))
 
 
 @torch.no_grad()
@@ -208,10 +160,17 @@ def train_eval(variant: str, layers: Optional[list[int]], data: Data, seed: int,
     t_build = time.perf_counter()
     model, callbacks, report = build(variant, layers, data, seed, budget)
     build_s = time.perf_counter() - t_build
-    head = [p for n, p in model.named_parameters() if "classifier" in n and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if "classifier" not in n and p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": rest, "lr": budget.lr}, {"params": head, "lr": budget.head_lr}],
-                                  weight_decay=0.0)
+    _, options = parse_variant(variant)
+    stat_names = {"row_mean", "row_std", "col_mean", "col_std"}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in named if "classifier" in n]
+    stats = [p for n, p in named if n.rsplit(".", 1)[-1] in stat_names]  # backprop rule: the statistics
+    rest = [p for n, p in named if "classifier" not in n and n.rsplit(".", 1)[-1] not in stat_names]
+    # group 0 carries the encoder lr (IsoGaussCallback reads param_groups[0] for GDU/WDU)
+    groups = [{"params": rest, "lr": budget.lr}, {"params": head, "lr": budget.head_lr}]
+    if stats:
+        groups.append({"params": stats, "lr": float(options.get("slr", budget.lr))})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     curve: list[dict[str, Any]] = []
 
     class Curve(TrainerCallback):
