@@ -29,8 +29,10 @@ ci: test wheel-check
 assets: install
 	$(BIN)/isogauss-fetch-assets
 
+# The main job: MiniLM on tweets, dense vs Gaussian blocks 2,4,6 vs the same blocks removed (drop) and factored at
+# the Gaussian budget (lowrank), with 95 % intervals (recipes/minilm-tweets.yaml).
 demo: assets
-	$(BIN)/isogauss-finetune --recipe minilm-bbc-news --compare-dense --output-dir runs/minilm-bbc-news --overwrite
+	$(BIN)/isogauss-finetune --recipe minilm-tweets --output-dir runs/minilm-tweets --overwrite
 
 # Benchmarks and reproductions: they write results/ (see README, Results). Run them on a quiet machine.
 bench: install

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from isogauss_hf import IsoGaussConfig
+from isogauss_hf import IsoGaussConfig, settings
+from isogauss_hf.recipe_checks import PRESETS, describe_preset
 
 from isogauss_hf.recipes import (
     Recipe,
@@ -71,9 +72,20 @@ def test_dataset_specific_paper_settings():
     assert {load_recipe(n).purpose for n in ("gpt2-tiny-bbc-headlines", "vit-tiny-fashion-mnist")} == {"pipeline-check"}
 
 
-def test_main_job_recipe_compares_dense_and_gaussian():
-    r = load_recipe("minilm-bbc-news")
-    assert r.compare_dense and r.layers and r.model == "minilm" and r.dataset == "bbc_news"
+def test_main_job_recipe_compares_dense_gaussian_drop_and_lowrank():
+    r = load_recipe("minilm-tweets")
+    assert r.compare_dense and r.layers == [2, 4, 6] and r.model == "minilm" and r.dataset == "tweets"
+    assert r.baselines == ["drop", "lowrank"] and (r.train_samples, r.eval_samples) == (3000, 1500)
+    assert (r.max_length, r.batch_size, r.epochs, r.lr, r.head_lr) == (64, 32, 1.5, 1e-4, 1e-3)
+    assert r.preset == "default" and "gaussian.rule" in r.preset_filled  # the rule follows the default preset
+
+
+def test_make_demo_runs_the_main_job():
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "--recipe minilm-tweets --output-dir runs/minilm-tweets --overwrite" in demo
 
 
 @pytest.mark.parametrize(
@@ -98,7 +110,7 @@ def test_parse_layers_errors(value, message):
 def test_load_from_path_and_name_defaults_to_file_stem(tmp_path):
     path = _write(tmp_path, "task: text-classification\nmodel: bert\ndataset: ag_news\nlayers: 2,4\n", "my-run.yaml")
     r = load_recipe(str(path))
-    assert r.name == "my-run" and r.layers == [2, 4] and r.isogauss_config.rule == "wdu"
+    assert r.name == "my-run" and r.layers == [2, 4] and r.isogauss_config.rule == settings.DEFAULT_RULE
 
 
 @pytest.mark.parametrize(
@@ -125,6 +137,17 @@ def test_load_from_path_and_name_defaults_to_file_stem(tmp_path):
         ("task: question-answering\nmodel: bert\ndataset: squad\nmax_length: 128\ndoc_stride: 64\n", "doc_stride"),
         ("task: text-classification\nmodel: bert\ndataset: x\nmomentum: 0.9\n", "for optimizer 'sgd' only"),
         ("task: text-classification\nmodel: bert\ndataset: x\noptimizer: sgd\nmomentum: 1.0\n", "momentum must be"),
+        ("task: text-classification\nmodel: bert\ndataset: x\npreset: fast\n", "preset 'fast' invalid"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nhead_lr: 0\n", "head_lr must be > 0"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nlayers: 2\nbaselines: [dorp]\n",
+         "baseline 'dorp' is not known; choose from drop, lowrank, frozen"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nbaselines: [drop]\n", "need Gaussian layers"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nlayers: auto:0\n", "auto:K with K a positive"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nlayers: auto:1.5\n", "auto:K with K a positive"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nlayers: [2]\nauto_layers: 2\n", "both given"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nlayers: 2\nanalyze: true\n", "needs|dense run"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nclassifier_hidden: 32\n", "image-classification"),
+        ("task: image-classification\nmodel: bert\ndataset: x\nclassifier_hidden: 0\n", "classifier_hidden must"),
         ("- a\n- b\n", "YAML mapping"),
         ("task: [unclosed\n", "not valid YAML"),
     ],
@@ -208,7 +231,9 @@ def test_every_bundled_recipe_nests_its_gaussian_settings():
     for name in list_recipes():
         data = yaml.safe_load(find_recipe(name).read_text())
         assert "rule" not in data and "noise" not in data and "num_samples" not in data, name
-        assert isinstance(data.get("gaussian"), dict) and "rule" in data["gaussian"], name
+        if data.get("purpose") == "paper":  # the paper's method, written out; the demos follow the preset
+            assert isinstance(data.get("gaussian"), dict) and "rule" in data["gaussian"], name
+            assert data.get("preset") == "paper", name
 
 
 def test_to_dict_keeps_the_gaussian_section_as_written():
@@ -237,3 +262,52 @@ def test_custom_purpose_and_column_fields():
     assert r.purpose == "custom" and (r.text_column, r.text_pair_column, r.label_column) == ("review", None, "class")
     with pytest.raises(RecipeError, match="label_column must be a column name"):
         Recipe(name="mine", task="text-classification", model="bert", dataset="x.csv", label_column="")
+
+
+# ------------------------------------------------------------------ presets: one set of defaults
+def test_default_preset_takes_the_library_rule_and_noise():
+    assert PRESETS["default"]["gaussian"]["rule"] == settings.DEFAULT_RULE
+    assert PRESETS["default"]["gaussian"]["noise"] == settings.DEFAULT_NOISE
+    assert PRESETS["paper"]["gaussian"] == {"rule": "wdu", "noise": "resample", "num_samples": 10}
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_unset_values_come_from_the_preset_for_custom_runs_and_recipes(preset):
+    p = PRESETS[preset]
+    r = Recipe(name="c", task="text-classification", model="bert", dataset="x.csv", preset=preset)
+    assert (r.lr, r.epochs, r.max_length, r.warmup_ratio) == (p["lr"], p["epochs"], p["max_length"], p["warmup_ratio"])
+    assert r.head_lr == pytest.approx(p["lr"] * p["head_lr_factor"])
+    c = r.isogauss_config
+    assert (c.rule, c.noise, c.num_samples) == tuple(p["gaussian"][k] for k in ("rule", "noise", "num_samples"))
+    assert set(r.preset_filled) == {"lr", "epochs", "max_length", "warmup_ratio", "head_lr", "gaussian.rule",
+                                    "gaussian.noise", "gaussian.num_samples"}
+    assert describe_preset(preset).startswith(f"{preset}: rule {p['gaussian']['rule']}")
+
+
+def test_recipe_values_win_over_the_preset_and_overrides_over_both():
+    r = Recipe(name="c", task="text-classification", model="bert", dataset="x.csv", lr=3e-4, gaussian={"rule": "gdu"})
+    assert r.lr == 3e-4 and r.head_lr == pytest.approx(3e-3) and r.isogauss_config.rule == "gdu"
+    paper = apply_overrides(r, {"preset": "paper"})
+    assert paper.lr == 3e-4 and paper.head_lr == 3e-4  # explicit lr kept; head lr = the paper preset's 1 x lr
+    assert paper.isogauss_config.rule == "gdu" and paper.isogauss_config.noise == "resample"
+    assert paper.warmup_ratio == PRESETS["paper"]["warmup_ratio"]
+    flagged = apply_overrides(paper, {"lr": 1e-5, "head_lr": 5e-4, "gaussian": {"noise": "seeded"}})
+    assert (flagged.lr, flagged.head_lr, flagged.isogauss_config.noise) == (1e-5, 5e-4, "seeded")
+    assert "head_lr" not in flagged.preset_filled and "lr" not in flagged.preset_filled
+
+
+def test_paper_preset_on_a_demo_recipe_switches_to_the_papers_method():
+    r = apply_overrides(load_recipe("minilm-tweets"), {"preset": "paper"})
+    assert (r.isogauss_config.rule, r.isogauss_config.noise, r.isogauss_config.num_samples) == ("wdu", "resample", 10)
+    assert r.lr == 1e-4 and r.head_lr == 1e-3  # the recipe's own values stay
+
+
+def test_layers_auto_and_baselines_fields():
+    r = Recipe(name="c", task="text-classification", model="bert", dataset="x.csv", layers="auto:2",
+               baselines="drop,lowrank,drop", compare_dense=True)
+    assert (r.auto_layers, r.layers, r.baselines, r.is_dense) == (2, None, ["drop", "lowrank"], False)
+    picked = apply_overrides(r, {"layers": "3,5"})
+    assert (picked.auto_layers, picked.layers) == (None, [3, 5])
+    dense = apply_overrides(r, {"layers": "none"})
+    assert dense.is_dense and dense.baselines == [] and not dense.compare_dense
+    assert apply_overrides(picked, {"baselines": "none"}).baselines == []

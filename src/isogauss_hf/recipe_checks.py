@@ -1,6 +1,16 @@
-"""The checks behind :class:`~isogauss_hf.recipes.Recipe`: block lists, numbers, choices, the ``gaussian:`` section.
+"""The checks and defaults behind :class:`~isogauss_hf.recipes.Recipe`: presets, block lists, numbers, choices,
+the ``gaussian:`` section.
 
-Each raises :class:`~isogauss_hf.errors.RecipeError` with one line naming the bad value. The Gaussian
+:data:`PRESETS` is the ONE set of defaults shared by custom runs (flags only) and recipes: a value that a
+recipe (or a flag) does not give comes from the run's preset (``preset: default`` unless the recipe or
+``--preset`` says ``paper``). ``default`` takes the library's rule and noise
+(:data:`isogauss_hf.settings.DEFAULT_RULE` / ``DEFAULT_NOISE``, the configuration measured best) and a
+budget that learns in a few epochs (lr 1e-4, a 10x lr for the new task head, 10 % warm-up); ``paper``
+is the paper's method (WDU, resample, 10 evaluation draws, Table 9's BERT values; the paper recipes
+give their model family's Table 9 values themselves). Explicit recipe values win over the preset,
+flags win over both.
+
+Each check raises :class:`~isogauss_hf.errors.RecipeError` with one line naming the bad value. The Gaussian
 settings themselves are not checked here: :func:`build_isogauss_config` hands them to ``IsoGaussConfig``,
 which validates them (and is the one place that knows the allowed rules and noise modes).
 """
@@ -10,16 +20,47 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Optional
 
+from . import settings
 from .errors import RecipeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import IsoGaussConfig
 
-__all__ = ["RECIPE_GAUSSIAN_DEFAULTS", "gaussian_fields", "parse_layers", "positive", "choice", "build_isogauss_config"]
+__all__ = ["PRESETS", "PRESET_FIELDS", "PRESET_GAUSSIAN_FIELDS", "DEFAULT_PRESET", "preset_values",
+           "describe_preset", "RECIPE_GAUSSIAN_DEFAULTS", "gaussian_fields", "parse_layers", "check_auto_layers",
+           "check_baselines", "check_run_options", "positive", "choice", "build_isogauss_config"]
 
-#: Where a recipe's ``gaussian:`` section differs from ``IsoGaussConfig``'s defaults when a key is not
-#: given: Table 9's sampling number. ``seed`` not given = the recipe's (training) ``seed``.
-RECIPE_GAUSSIAN_DEFAULTS: dict[str, Any] = {"num_samples": 10}
+#: preset -> defaults. Top-level keys are Recipe fields (``head_lr_factor``: the task head's lr = factor x lr
+#: when ``head_lr`` is not given); ``gaussian`` holds IsoGaussConfig fields of the ``gaussian:`` section.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"lr": 1e-4, "head_lr_factor": 10.0, "epochs": 3.0, "max_length": 128, "warmup_ratio": 0.1,
+                "gaussian": {"rule": settings.DEFAULT_RULE, "noise": settings.DEFAULT_NOISE, "num_samples": 10}},
+    "paper": {"lr": 2e-5, "head_lr_factor": 1.0, "epochs": 3.0, "max_length": 128, "warmup_ratio": 0.0,
+              "gaussian": {"rule": "wdu", "noise": "resample", "num_samples": 10}},
+}
+DEFAULT_PRESET = "default"
+#: Recipe fields a preset fills when a recipe does not give them (``head_lr`` from ``head_lr_factor``).
+PRESET_FIELDS = ("lr", "head_lr", "epochs", "max_length", "warmup_ratio")
+#: ``gaussian:`` keys a preset fills.
+PRESET_GAUSSIAN_FIELDS = ("rule", "noise", "num_samples")
+#: The ``gaussian:`` defaults of the default preset (kept for callers of the earlier name).
+RECIPE_GAUSSIAN_DEFAULTS: dict[str, Any] = dict(PRESETS[DEFAULT_PRESET]["gaussian"])
+
+
+def preset_values(name: Any) -> dict[str, Any]:
+    """The defaults of preset ``name``; a one-line :class:`RecipeError` naming the presets otherwise."""
+    if not isinstance(name, str) or name.lower() not in PRESETS:
+        raise RecipeError(f"preset {name!r} invalid; valid choices: {', '.join(PRESETS)}")
+    return PRESETS[name.lower()]
+
+
+def describe_preset(name: str) -> str:
+    """``default: rule gdu, noise seeded, 10 draws, lr 0.0001, head lr 10 x lr, 3 epochs, ...`` (the plan)."""
+    p = preset_values(name)
+    g = p["gaussian"]
+    head = "= lr" if p["head_lr_factor"] == 1 else f"{p['head_lr_factor']:g} x lr"
+    return (f"{name}: rule {g['rule']}, noise {g['noise']}, {g['num_samples']} evaluation draws, lr {p['lr']:g}, "
+            f"head lr {head}, {p['epochs']:g} epochs, max_length {p['max_length']}, warmup {p['warmup_ratio']:g}")
 
 
 def gaussian_fields() -> tuple[str, ...]:
@@ -59,6 +100,56 @@ def parse_layers(value: Any) -> Optional[list[int]]:
     return sorted(value)
 
 
+def check_auto_layers(layers: Any, auto_layers: Any) -> tuple[Optional[int], Optional[list[int]]]:
+    """``(auto_layers, layers)`` of a recipe: ``layers: auto:K`` -> ``(K, None)``; else the parsed blocks, and
+    ``auto_layers`` (K >= 1) only when no blocks are given. ``auto``, ``auto:0``, ``auto:x`` are one-line errors."""
+    if isinstance(layers, str) and layers.strip().lower().startswith("auto"):
+        from .analysis.select import parse_auto_layers
+        from .errors import UsageError
+
+        try:
+            return parse_auto_layers(layers), None
+        except UsageError as e:
+            raise RecipeError(str(e)) from None
+    blocks = parse_layers(layers)
+    if auto_layers is None:
+        return None, blocks
+    k = positive("auto_layers", auto_layers, int)
+    if blocks is not None:
+        raise RecipeError(f"layers {blocks} and auto_layers {k} both given; give one (layers: auto:{k} picks them)")
+    return k, None
+
+
+def check_baselines(value: Any) -> list[str]:
+    """``"drop,lowrank"`` / ``["drop"]`` / ``"none"`` -> checked names (:data:`isogauss_hf.baselines.BASELINES`)."""
+    from .baselines import parse_baselines
+    from .errors import UsageError
+
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+        return []
+    if not isinstance(value, (str, list, tuple)):
+        raise RecipeError(f"baselines must be a list of names or 'none', got {value!r}")
+    try:
+        return parse_baselines(value)
+    except UsageError as e:
+        raise RecipeError(str(e)) from None
+
+
+def check_run_options(recipe: Any) -> None:
+    """The run options that only make sense together: comparisons need Gaussian layers, ``analyze`` the dense
+    run, ``classifier_hidden`` an image classifier."""
+    if recipe.compare_dense and recipe.is_dense:
+        raise RecipeError("compare_dense needs Gaussian layers to compare with; set layers (e.g. 2,4)")
+    if recipe.baselines and recipe.is_dense:
+        raise RecipeError(f"baselines {recipe.baselines} need Gaussian layers to compare with; set layers (e.g. 2,4)")
+    if recipe.analyze and not (recipe.is_dense or recipe.compare_dense):
+        raise RecipeError("analyze measures the dense run's weight drift: set compare_dense (--compare-dense) "
+                          "or layers none")
+    if recipe.classifier_hidden is not None and recipe.task != "image-classification":
+        raise RecipeError(f"classifier_hidden (the Table 6 two-layer head) is for image-classification "
+                          f"(ResNet / MobileNetV2), not {recipe.task}")
+
+
 def positive(name: str, value: Any, kind: type = float, allow_zero: bool = False) -> Any:
     """``value`` as ``kind`` when it is a finite number > 0 (>= 0 with ``allow_zero``); else a one-line error."""
     ok_type = (int,) if kind is int else (int, float)
@@ -71,8 +162,9 @@ def positive(name: str, value: Any, kind: type = float, allow_zero: bool = False
     return kind(value)
 
 
-def build_isogauss_config(section: Any, seed: int) -> "IsoGaussConfig":
-    """The one ``IsoGaussConfig`` of a recipe's ``gaussian:`` section (``layers`` left at None: runs set it)."""
+def build_isogauss_config(section: Any, seed: int, preset: str = DEFAULT_PRESET) -> "IsoGaussConfig":
+    """The one ``IsoGaussConfig`` of a recipe's ``gaussian:`` section (``layers`` left at None: runs set it);
+    rule, noise and num_samples not in the section come from ``preset``."""
     from .config import IsoGaussConfig
 
     if not isinstance(section, dict):
@@ -85,7 +177,7 @@ def build_isogauss_config(section: Any, seed: int) -> "IsoGaussConfig":
     if unknown:
         raise RecipeError(f"gaussian: unknown setting(s) {unknown}; valid settings: {sorted(allowed)}")
     try:
-        return IsoGaussConfig(**{**RECIPE_GAUSSIAN_DEFAULTS, "seed": seed, **section})
+        return IsoGaussConfig(**{**preset_values(preset)["gaussian"], "seed": seed, **section})
     except (TypeError, ValueError) as e:
         raise RecipeError(f"gaussian: {e}") from None
 

@@ -9,6 +9,11 @@ it also selects the dense baseline (``layers: none``). Each run gets
 settings are validated once, by ``IsoGaussConfig``. The paper recipes carry Table 9's
 hyperparameters; the offline recipes are small configurations that run here on installed data.
 
+Defaults: lr, head lr, epochs, max length, warm-up and the Gaussian rule / noise / evaluation draws
+that a recipe does not give come from its ``preset`` (:data:`~isogauss_hf.recipe_checks.PRESETS`:
+``default`` or ``paper``); :attr:`Recipe.preset_filled` names them, :meth:`Recipe.written` gives the
+recipe as written (what :func:`apply_overrides` re-resolves, so ``--preset paper`` applies to a recipe).
+
 Where the recipes live: :func:`recipes_dir` (``$ISOGAUSS_RECIPES_DIR``, the copy shipped inside the
 installed package, else ``recipes/`` of a source checkout). The field checks are in
 :mod:`isogauss_hf.recipe_checks`.
@@ -24,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .errors import RecipeError
-from .recipe_checks import RECIPE_GAUSSIAN_DEFAULTS, build_isogauss_config, choice, gaussian_fields, parse_layers, \
-    positive
+from .recipe_checks import PRESET_GAUSSIAN_FIELDS, PRESETS, RECIPE_GAUSSIAN_DEFAULTS, build_isogauss_config, \
+    check_auto_layers, check_baselines, check_run_options, choice, gaussian_fields, parse_layers, positive, preset_values
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import IsoGaussConfig
@@ -38,6 +43,7 @@ __all__ = [
     "PURPOSES",
     "GAUSSIAN_KEY",
     "RECIPE_GAUSSIAN_DEFAULTS",
+    "PRESETS",
     "gaussian_fields",
     "recipes_dir",
     "list_recipes",
@@ -84,8 +90,10 @@ class Recipe:
                                                                             "(sentence pairs), or None."})
     label_column: Optional[str] = field(default=None, metadata={"help": "Classification: the column holding the label "
                                                                         "(class ids or names; None: 'label')."})
-    max_length: int = field(default=128, metadata={"help": "Maximum tokens per example (Table 9: 128 BERT, 384 "
-                                                           "BERT-Large, 1024 GPT-2)."})
+    preset: str = field(default="default", metadata={"help": f"Defaults of what this recipe does not give, one of "
+                                                             f"{list(PRESETS)} (recipe_checks.PRESETS)."})
+    max_length: Optional[int] = field(default=None, metadata={"help": "Maximum tokens per example (Table 9: 128 "
+                                                                      "BERT, 384 BERT-Large, 1024 GPT-2); None: the preset's."})
     doc_stride: int = field(default=128, metadata={"help": "question-answering: overlap between context windows."})
     max_new_tokens: int = field(default=64, metadata={"help": "summarization: tokens generated per summary."})
     image_size: Optional[int] = field(default=None, metadata={"help": "image-classification: resize to this size "
@@ -93,22 +101,41 @@ class Recipe:
     train_samples: Optional[int] = field(default=None, metadata={"help": "Keep at most this many training examples."})
     eval_samples: Optional[int] = field(default=None, metadata={"help": "Keep at most this many evaluation examples."})
     layers: Optional[list] = field(default=None, metadata={"help": "1-based blocks made Gaussian; None / 'none' = "
-                                                                   "the dense baseline."})
+                                                                   "the dense baseline; 'auto:K' = the K blocks the "
+                                                                   "block scan ranks safest (sets auto_layers)."})
+    auto_layers: Optional[int] = field(default=None, metadata={"help": "Pick this many blocks by the block scan on a "
+                                                                       "calibration subset of the train split "
+                                                                       "(written as layers: auto:K)."})
+    calibration_samples: int = field(default=128, metadata={"help": "auto_layers: train examples the block scan "
+                                                                    "runs on."})
+    baselines: list = field(default_factory=list, metadata={"help": "Baseline runs beside the Gaussian one on the same "
+                                                                    "blocks: drop, lowrank, frozen "
+                                                                    "(isogauss_hf.baselines.BASELINES)."})
+    analyze: bool = field(default=False, metadata={"help": "Write the dense run's per-matrix weight drift (before -> "
+                                                           "after fine-tuning) into OUTPUT_DIR/analysis."})
+    classifier_hidden: Optional[int] = field(default=None, metadata={
+        "help": "Image classification (ResNet / MobileNetV2): the non-dense runs get the two-layer head Linear(d, h) "
+                "-> ReLU -> Linear(h, classes) with this h (Table 6: 32); its first layer is the next module number."})
     gaussian: dict = field(default_factory=dict, metadata={
         "help": "Gaussian-layer settings, as written: IsoGaussConfig fields except layers (target_modules, rule, "
                 "noise, seed, num_samples, standardize, distribution_lr, std_floor). Not given: IsoGaussConfig's "
                 "defaults, except num_samples 10 (Table 9) and seed = the recipe's seed."})
     compare_dense: bool = field(default=False, metadata={"help": "Also train the dense baseline and print both."})
-    epochs: float = field(default=3.0, metadata={"help": "Training epochs (ignored when max_steps > 0)."})
+    epochs: Optional[float] = field(default=None, metadata={"help": "Training epochs (ignored when max_steps > 0); "
+                                                                    "None: the preset's."})
     max_steps: int = field(default=-1, metadata={"help": "Training steps; -1 = use epochs."})
-    lr: float = field(default=2e-5, metadata={"help": "Learning rate (Table 9)."})
+    lr: Optional[float] = field(default=None, metadata={"help": "Learning rate (Table 9); None: the preset's."})
+    head_lr: Optional[float] = field(default=None, metadata={"help": "Learning rate of the task head (classifier / "
+                                                                     "score / qa_outputs); None: the preset's factor "
+                                                                     "x lr (default 10, paper 1)."})
     batch_size: int = field(default=16, metadata={"help": "Training batch size (Table 9)."})
     eval_batch_size: Optional[int] = field(default=None, metadata={"help": "Evaluation batch size (None: batch_size)."})
     optimizer: str = field(default="adamw", metadata={"help": f"One of {list(OPTIMIZERS)} (Table 9: SGD for 8FFN)."})
     weight_decay: float = field(default=0.0, metadata={"help": "Weight decay (Table 9)."})
     momentum: float = field(default=0.0, metadata={"help": "SGD momentum (optimizer 'sgd' only; Table 9 does not "
                                                            "state one)."})
-    warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps of linear warm-up."})
+    warmup_ratio: Optional[float] = field(default=None, metadata={"help": "Fraction of steps of linear warm-up; "
+                                                                          "None: the preset's."})
     lr_scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, constant, ...)."})
     seed: int = field(default=42, metadata={"help": "Seed of training, data order and (unless gaussian.seed is given) "
                                                     "Gaussian noise."})
@@ -117,6 +144,8 @@ class Recipe:
     metric: str = field(default="accuracy", metadata={"help": "Headline metric of the summary table."})
     isogauss_config: Any = field(init=False, repr=False, compare=False, metadata={
         "help": "The one IsoGaussConfig built from `gaussian` (layers None; each run sets its own with config_for)."})
+    preset_filled: list = field(init=False, repr=False, compare=False, metadata={
+        "help": "The fields (gaussian ones as 'gaussian.rule') whose values came from the preset."})
 
     def __post_init__(self) -> None:
         for name in ("name", "model", "dataset"):
@@ -124,10 +153,12 @@ class Recipe:
             if not isinstance(value, str) or not value.strip():
                 raise RecipeError(f"recipe field {name!r} must be a non-empty string, got {value!r}")
         self.task = choice("task", self.task, TASKS)
+        self._fill_from_preset()
         self.purpose = choice("purpose", self.purpose, PURPOSES)
         self.optimizer = choice("optimizer", self.optimizer, OPTIMIZERS)
-        self.layers = parse_layers(self.layers)
-        for name in ("from_scratch", "compare_dense"):
+        self.auto_layers, self.layers = check_auto_layers(self.layers, self.auto_layers)
+        self.baselines = check_baselines(self.baselines)
+        for name in ("from_scratch", "compare_dense", "analyze"):
             if not isinstance(getattr(self, name), bool):
                 raise RecipeError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("model_config", "dataset_options"):
@@ -139,9 +170,10 @@ class Recipe:
                 raise RecipeError(f"{name} must be a column name, got {value!r}")
         if self.from_scratch and "model_type" not in self.model_config:
             raise RecipeError(f"recipe {self.name!r}: from_scratch needs model_config.model_type")
-        for name in ("max_length", "doc_stride", "max_new_tokens", "batch_size", "logging_steps", "save_steps"):
+        for name in ("max_length", "doc_stride", "max_new_tokens", "batch_size", "logging_steps", "save_steps",
+                     "calibration_samples"):
             setattr(self, name, positive(name, getattr(self, name), int))
-        for name in ("train_samples", "eval_samples", "eval_batch_size", "image_size"):
+        for name in ("train_samples", "eval_samples", "eval_batch_size", "image_size", "classifier_hidden"):
             if getattr(self, name) is not None:
                 setattr(self, name, positive(name, getattr(self, name), int))
         self.epochs = positive("epochs", self.epochs)
@@ -149,6 +181,10 @@ class Recipe:
                 self.max_steps < 1 and self.max_steps != -1):
             raise RecipeError(f"max_steps must be a positive integer or -1 (use epochs), got {self.max_steps!r}")
         self.lr = positive("lr", self.lr)
+        if self.head_lr is None:
+            self.head_lr = self.lr * PRESETS[self.preset]["head_lr_factor"]
+            self.preset_filled.append("head_lr")
+        self.head_lr = positive("head_lr", self.head_lr)
         self.weight_decay = positive("weight_decay", self.weight_decay, allow_zero=True)
         self.momentum = positive("momentum", self.momentum, allow_zero=True)
         if self.momentum >= 1 or (self.momentum and self.optimizer != "sgd"):
@@ -160,25 +196,39 @@ class Recipe:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise RecipeError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.gaussian = dict(self.gaussian) if isinstance(self.gaussian, dict) else self.gaussian
-        self.isogauss_config = build_isogauss_config(self.gaussian, self.seed)
+        self.isogauss_config = build_isogauss_config(self.gaussian, self.seed, self.preset)
+        if isinstance(self.gaussian, dict):
+            self.preset_filled += [f"gaussian.{k}" for k in PRESET_GAUSSIAN_FIELDS if k not in self.gaussian]
         if self.task == "question-answering" and self.doc_stride >= self.max_length // 2:
             raise RecipeError(f"doc_stride ({self.doc_stride}) must be smaller than half of max_length "
                               f"({self.max_length}): question and context windows share max_length")
-        if self.compare_dense and self.layers is None:
-            raise RecipeError("compare_dense needs Gaussian layers to compare with; set layers (e.g. 2,4)")
+        check_run_options(self)
+
+    def _fill_from_preset(self) -> None:
+        values = preset_values(self.preset)
+        self.preset = self.preset.lower()
+        self.preset_filled = []
+        for name in ("lr", "epochs", "max_length", "warmup_ratio"):
+            if getattr(self, name) is None:
+                setattr(self, name, values[name])
+                self.preset_filled.append(name)
 
     @property
     def is_dense(self) -> bool:
-        """True when no layer is Gaussian (the back-propagation baseline)."""
-        return self.layers is None
+        """True when no layer is Gaussian (the back-propagation baseline) and none is to be picked (auto:K)."""
+        return self.layers is None and self.auto_layers is None
 
     def config_for(self, layers: list[int]) -> "IsoGaussConfig":
         """The recipe's one ``IsoGaussConfig`` with ``layers`` set: the config of a Gaussian run."""
         return dataclasses.replace(self.isogauss_config, layers=list(layers))
 
     def to_dict(self) -> dict[str, Any]:
-        """The recipe's fields as written (``gaussian`` as given; the resolved settings: ``isogauss_config``)."""
+        """The recipe's fields, preset values filled in (``gaussian`` as given; resolved: ``isogauss_config``)."""
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.init}
+
+    def written(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the fields the preset filled left out (None): the recipe as given."""
+        return {k: (None if k in self.preset_filled else v) for k, v in self.to_dict().items()}
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -275,7 +325,9 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
 
     ``overrides["gaussian"]`` is a mapping of Gaussian settings merged into the recipe's ``gaussian:``
     section (its ``None`` values are skipped too), so the recipe still builds one ``IsoGaussConfig``.
-    ``layers`` may be given as ``"none"`` to select the dense baseline (which also turns ``compare_dense`` off).
+    ``layers`` may be given as ``"none"`` to select the dense baseline (which also turns ``compare_dense`` and
+    ``baselines`` off) or as ``"auto:K"``. Values the preset filled are filled again (from the new preset,
+    the new lr for the head lr).
     """
     known = set(Recipe.field_names())
     changes: dict[str, Any] = {}
@@ -293,8 +345,10 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
         elif value is not None:
             changes[key] = value
     if "layers" in changes:
-        changes["layers"] = parse_layers(changes["layers"])
-        if changes["layers"] is None:
+        auto, changes["layers"] = check_auto_layers(changes["layers"], None)
+        changes["auto_layers"] = auto
+        if changes["layers"] is None and auto is None:
             changes["compare_dense"] = False
-    data = {**recipe.to_dict(), **changes}
+            changes["baselines"] = []
+    data = {**recipe.written(), **changes}
     return Recipe.from_dict(data, source=f"recipe {recipe.name!r}")

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from .._version import __version__
 from ..errors import UsageError
-from ..recipes import GAUSSIAN_KEY, TASKS, Recipe, apply_overrides, load_recipe
+from .. import settings
+from ..recipes import GAUSSIAN_KEY, PRESETS, TASKS, Recipe, apply_overrides, load_recipe
 
 __all__ = ["PROG", "RECIPE_FLAGS", "GAUSSIAN_FLAGS", "build_parser", "resolve_recipe", "positive_int",
            "positive_float", "nonnegative_int", "custom_run_name"]
@@ -29,7 +30,8 @@ RECIPE_FLAGS: dict[str, str] = {
     "max_steps": "max_steps", "lr": "lr", "batch_size": "batch_size", "max_length": "max_length",
     "doc_stride": "doc_stride", "train_samples": "train_samples", "eval_samples": "eval_samples", "seed": "seed",
     "compare_dense": "compare_dense", "text_column": "text_column", "text_pair_column": "text_pair_column",
-    "label_column": "label_column",
+    "label_column": "label_column", "preset": "preset", "head_lr": "head_lr", "baselines": "baselines",
+    "analyze": "analyze", "classifier_hidden": "classifier_hidden", "calibration_samples": "calibration_samples",
 }
 #: flag destination -> IsoGaussConfig field (of the recipe's ``gaussian:`` section)
 GAUSSIAN_FLAGS: dict[str, str] = {
@@ -74,16 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
                                       "Isotropic Gaussian layers (GDU/WDU), or its dense baseline.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--recipe", help="recipe name (see --list-recipes) or path to a recipe YAML")
-    p.add_argument("--model", help="alias (bert, bert-large, gpt2, vit, minilm, ffn8), hub id or local model directory")
+    p.add_argument("--model", help="alias (bert, bert-large, gpt2, vit, minilm, ffn8, resnet18, mobilenetv2), hub id "
+                                    "or local model directory")
     p.add_argument("--dataset", help="dataset name (see --list-recipes), or a local .csv/.json/.jsonl/.parquet file "
                                      "or a directory of them (or of one sub-directory of .txt files per class)")
     p.add_argument("--task", choices=TASKS, help="task, when no recipe gives it")
     p.add_argument("--text-column", help="dataset column holding the text (default: text)")
     p.add_argument("--text-pair-column", help="second text column of sentence-pair tasks (default: none)")
     p.add_argument("--label-column", help="dataset column holding the label, class ids or names (default: label)")
-    p.add_argument("--layers", help="1-based blocks made Gaussian, e.g. 4,8,12; 'none' = the dense baseline")
-    p.add_argument("--rule", help="distribution update: gdu | wdu")
-    p.add_argument("--noise", help="weight sampling: resample | seeded")
+    p.add_argument("--layers", help="1-based blocks made Gaussian, e.g. 4,8,12; 'none' = the dense baseline; "
+                                    "'auto:K' = the K blocks a block scan of the train split ranks safest")
+    p.add_argument("--calibration-samples", type=positive_int("calibration_samples"),
+                   help="--layers auto:K: train examples the block scan runs on (default 128)")
+    p.add_argument("--preset", choices=tuple(PRESETS),
+                   help="defaults of what the recipe and flags do not set: 'default' (the configuration measured "
+                        "best) or 'paper' (WDU, resample, 10 draws, Table 9); shown by --dry-run")
+    p.add_argument("--rule", help=f"distribution update: {' | '.join(settings.RULES)} (default: the preset's)")
+    p.add_argument("--noise", help=f"weight sampling: {' | '.join(settings.NOISE_MODES)} (default: the preset's)")
+    p.add_argument("--baselines", help="also train these baselines on the same blocks, comma-separated: drop "
+                                       "(blocks removed), lowrank (rank-r factors at the Gaussian budget), frozen "
+                                       "(statistics never updated); 'none' = no baselines")
+    p.add_argument("--analyze", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the dense run's per-matrix weight drift (Wasserstein before -> after) to "
+                        "OUTPUT_DIR/analysis (needs the dense run: --compare-dense or --layers none)")
+    p.add_argument("--classifier-hidden", type=positive_int("classifier_hidden"), metavar="H",
+                   help="ResNet / MobileNetV2: the non-dense runs get the two-layer head Linear(d, H) -> ReLU -> "
+                        "Linear(H, classes) (Table 6: 32; its first layer is the next module number)")
     p.add_argument("--num-samples", type=positive_int("num_samples"),
                    help="evaluation draws averaged (Table 9: 10; 100 for 8FFN)")
     p.add_argument("--distribution-lr", type=positive_float("distribution_lr"),
@@ -92,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="standardize Gaussian-layer inputs (Appendix D)")
     p.add_argument("--epochs", type=positive_float("epochs"), help="training epochs")
     p.add_argument("--max-steps", type=positive_int("max_steps"), help="training steps (overrides --epochs)")
-    p.add_argument("--lr", type=positive_float("lr"), help="learning rate")
+    p.add_argument("--lr", type=positive_float("lr"), help="learning rate (default: the preset's)")
+    p.add_argument("--head-lr", type=positive_float("head_lr"),
+                   help="learning rate of the task head (classifier); default: the preset's factor x --lr")
     p.add_argument("--batch-size", type=positive_int("batch_size"), help="training batch size")
     p.add_argument("--max-length", type=positive_int("max_length"), help="maximum tokens per example")
     p.add_argument("--doc-stride", type=positive_int("doc_stride"),

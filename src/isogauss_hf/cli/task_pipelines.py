@@ -4,6 +4,10 @@ Training itself is ``transformers.Trainer`` with :class:`~isogauss_hf.IsoGaussCa
 :class:`TaskPipeline` only prepares what the Trainer is given and evaluates with the task's metric
 (accuracy; SQuAD exact match / F1 with the standard span post-processing; ROUGE-1 / ROUGE-L / BLEU
 on generated text). :func:`make_pipeline` picks the one of a recipe's task.
+
+Classification pipelines evaluate with ``trainer.predict`` and keep, in ``pipeline.accuracy``, the accuracy
+with its Wilson 95 % interval over the test examples and the test split's majority-class rate
+(:func:`isogauss_hf.evaluation.accuracy_summary`); the other tasks leave it ``None``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class TaskPipeline:
         self.recipe = recipe
         self.tokenizer = tokenizer
         self.model_config = model_config
+        self.accuracy: Any = None  # the last evaluation's accuracy summary (classification), a dict
 
     def prepare(self, data: Any) -> tuple[Any, Any]:
         raise NotImplementedError
@@ -47,14 +52,32 @@ class TaskPipeline:
 def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in metrics.items():
-        name = key[len("eval_"):] if key.startswith("eval_") else key
+        name = key.split("_", 1)[1] if key.startswith(("eval_", "test_")) else key
         if name in ("runtime", "samples_per_second", "steps_per_second", "epoch"):
             continue
         out[name] = float(value)
     return out
 
 
-class TextClassification(TaskPipeline):
+class _Classification(TaskPipeline):
+    def evaluate(self, trainer: Any, model: Any, raw_test: Any, test: Any) -> dict[str, float]:
+        from ..evaluation import accuracy_summary
+
+        output = trainer.predict(test)
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        summary = accuracy_summary(np.asarray(logits).argmax(-1), np.asarray(output.label_ids))
+        self.accuracy = summary.to_dict()
+        metrics = _clean_metrics(output.metrics)
+        metrics["accuracy"] = summary.accuracy
+        return metrics
+
+    def compute_metrics(self):
+        from ..tasks import compute_accuracy
+
+        return compute_accuracy
+
+
+class TextClassification(_Classification):
     def prepare(self, data):
         from ..tasks import tokenize_classification
 
@@ -68,14 +91,10 @@ class TextClassification(TaskPipeline):
 
         return DataCollatorWithPadding(self.tokenizer)
 
-    def compute_metrics(self):
-        from ..tasks import compute_accuracy
 
-        return compute_accuracy
-
-
-class ImageClassification(TaskPipeline):
+class ImageClassification(_Classification):
     remove_unused_columns = False  # the collator picks pixel_values and label itself
+    image_stats: Any = None  # (mean, std, where) from pipelines.image_normalization; None: config's or 0.5
 
     def _target_shape(self) -> tuple[int, ...]:
         cfg = self.model_config
@@ -99,8 +118,9 @@ class ImageClassification(TaskPipeline):
                               for img in batch["image"]]
                     return {"pixel_values": pixels, "label": list(batch["label"])}
             else:
-                mean = getattr(self.model_config, "image_mean", None) or (0.5, 0.5, 0.5)
-                std = getattr(self.model_config, "image_std", None) or (0.5, 0.5, 0.5)
+                mean, std = (self.image_stats or (None, None))[:2]
+                mean = mean or getattr(self.model_config, "image_mean", None) or (0.5, 0.5, 0.5)
+                std = std or getattr(self.model_config, "image_std", None) or (0.5, 0.5, 0.5)
                 transform = make_image_transform(size=shape[1], image_mean=mean, image_std=std)
             return data["train"].with_transform(transform), data["test"].with_transform(transform)
         return data["train"], data["test"]
@@ -121,11 +141,6 @@ class ImageClassification(TaskPipeline):
             }
 
         return collate
-
-    def compute_metrics(self):
-        from ..tasks import compute_accuracy
-
-        return compute_accuracy
 
 
 class QuestionAnswering(TaskPipeline):

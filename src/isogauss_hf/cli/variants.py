@@ -1,11 +1,14 @@
 """The runs of one ``isogauss-finetune`` call, as a list of variants, and what each kind does to a dense model.
 
 A :class:`Variant` is one row of the closing table and one entry of ``results.json``'s ``runs``:
-its name, its kind, its blocks, its ``IsoGaussConfig`` (Gaussian kinds) and where it is saved.
-:func:`plan_variants` is the single place that decides which variants a recipe runs; the plan, the
-dry run and the training loop all read that list. :data:`KINDS` says, per kind, how a variant turns
-the freshly loaded dense model into the model it trains (:func:`build_variant`) and whether it needs
-:class:`~isogauss_hf.IsoGaussCallback`. New kinds (baselines, frozen statistics) are new entries here.
+its name, its kind, its blocks, its ``IsoGaussConfig`` (every non-dense kind) and where it is saved.
+:func:`plan_variants` is the single place that decides which variants a recipe runs (dense, the
+Gaussian run, then the recipe's ``baselines`` on the same blocks); the plan, the dry run and the
+training loop all read that list. :data:`KINDS` says, per kind, how a variant turns the freshly loaded
+dense model into the model it trains (:func:`build_variant` -> :class:`Built`: the model, its parameter
+report, whether it trains with :class:`~isogauss_hf.IsoGaussCallback`) and what happens before it is saved
+(``lowrank``: :func:`~isogauss_hf.baselines.merge_lowrank`, so an ordinary checkpoint is written).
+The baseline kinds are :data:`isogauss_hf.baselines.BASELINES` (``drop``, ``lowrank``, ``frozen``).
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from typing import Any, Callable, Optional
 
 from ..errors import UsageError
 
-__all__ = ["Variant", "VariantKind", "KINDS", "plan_variants", "build_variant", "dense_report", "short_report",
-           "parameter_report"]
+__all__ = ["Variant", "VariantKind", "Built", "KINDS", "plan_variants", "build_variant", "dense_report",
+           "short_report", "parameter_report"]
 
 
 @dataclass
 class Variant:
-    """One run: ``kind`` is a key of :data:`KINDS`; ``config`` the run's ``IsoGaussConfig`` (Gaussian kinds)."""
+    """One run: ``kind`` is a key of :data:`KINDS`; ``config`` the run's ``IsoGaussConfig`` (non-dense kinds)."""
 
     name: str
     kind: str
@@ -39,53 +42,111 @@ class Variant:
         return KINDS[self.kind].title(self)
 
 
+@dataclass
+class Built:
+    """A variant's model, ready to train: its parameter report and whether it needs IsoGaussCallback."""
+
+    model: Any
+    report: dict[str, Any]
+    callback: bool
+
+
 @dataclass(frozen=True)
 class VariantKind:
-    """How a kind of run is built from the dense model and trained."""
+    """How a kind of run is built from the dense model, described, and prepared for saving."""
 
     gaussian: bool  # the trained model holds Gaussian layers (results.json "gaussian")
-    callback: bool  # train with IsoGaussCallback (GDU / WDU steps)
-    build: Callable[[Any, Variant], Any]
+    build: Callable[[Any, Variant], Built]
     title: Callable[[Variant], str]
+    unit: Optional[str] = "statistics"  # what the replaced weights become in the plan; None: removed (drop)
+    before_save: Optional[Callable[[Any], Any]] = None  # model -> the model save_pretrained writes
 
 
-def _convert(model: Any, variant: Variant) -> Any:
+def _blocks(variant: Variant) -> str:
+    return ",".join(map(str, variant.layers or []))
+
+
+def _convert(model: Any, variant: Variant) -> Built:
     from ..model import get_isogauss_model
 
     try:
-        return get_isogauss_model(model, variant.config)
+        converted = get_isogauss_model(model, variant.config)
     except ValueError as e:  # blocks out of range, unknown targets, unmapped architecture
         raise UsageError(f"{e}") from None
+    return Built(converted, parameter_report(converted, variant), True)
+
+
+def _baseline(model: Any, variant: Variant) -> Built:
+    from ..baselines import prepare_baseline
+
+    try:
+        prepared = prepare_baseline(variant.kind, model, variant.layers, variant.config)
+    except ValueError as e:
+        raise UsageError(f"baseline {variant.kind}: {e}") from None
+    return Built(prepared.model, prepared.report, prepared.needs_isogauss_callback)
 
 
 def _gaussian_title(variant: Variant) -> str:
     c = variant.config
-    return (f"Gaussian layers {','.join(map(str, variant.layers or []))} (rule {c.rule}, noise {c.noise}, "
-            f"num_samples {c.num_samples}" + (f", distribution lr {c.distribution_lr:g}" if c.distribution_lr else "")
-            + ")")
+    return (f"Gaussian layers {_blocks(variant)} (rule {c.rule}, noise {c.noise}, num_samples {c.num_samples}"
+            + (f", distribution lr {c.distribution_lr:g}" if c.distribution_lr else "") + ")")
+
+
+def _merge(model: Any) -> Any:
+    from ..baselines import merge_lowrank
+
+    return merge_lowrank(model)
 
 
 KINDS: dict[str, VariantKind] = {
-    "dense": VariantKind(gaussian=False, callback=False, build=lambda model, variant: model,
+    "dense": VariantKind(gaussian=False, build=lambda model, variant: Built(model, dense_report(model), False),
                          title=lambda variant: "dense baseline (back-propagation)"),
-    "gaussian": VariantKind(gaussian=True, callback=True, build=_convert, title=_gaussian_title),
+    "gaussian": VariantKind(gaussian=True, build=_convert, title=_gaussian_title),
+    "drop": VariantKind(gaussian=False, build=_baseline, unit=None,
+                        title=lambda v: f"baseline drop: layers {_blocks(v)} removed (the residual stream passes "
+                                        f"through)"),
+    "lowrank": VariantKind(gaussian=False, build=_baseline, unit="factor entries", before_save=_merge,
+                           title=lambda v: f"baseline lowrank: layers {_blocks(v)} as trained rank-r factors, "
+                                           f"r(n+m) <= 2n+2m, SVD-initialised"),
+    "frozen": VariantKind(gaussian=True, build=_baseline,
+                          title=lambda v: f"baseline frozen: Gaussian layers {_blocks(v)} at their initial fit, "
+                                          f"never updated (noise {v.config.noise}, num_samples "
+                                          f"{v.config.num_samples})"),
 }
 
 
 def plan_variants(recipe: Any, out: Path) -> list[Variant]:
-    """The variants ``recipe`` runs, in order; the last one saving to ``OUTPUT_DIR/model`` is the final model."""
-    if recipe.layers is None:
+    """The variants ``recipe`` runs, in order: dense (``compare_dense`` / ``analyze``), the Gaussian run (saved to
+    ``OUTPUT_DIR/model``, the final model), then each of ``recipe.baselines`` on the same blocks
+    (``OUTPUT_DIR/baseline-NAME``). A recipe whose blocks are still to be picked (``auto:K``) plans its dense
+    run only: resolve it first (:mod:`isogauss_hf.cli.analysis_hooks`)."""
+    if recipe.is_dense:
         return [Variant("dense", "dense", None, out / "model")]
     variants = []
-    if recipe.compare_dense:
+    if recipe.compare_dense or recipe.analyze:
         variants.append(Variant("dense", "dense", None, out / "dense-baseline"))
-    variants.append(Variant("isogauss", "gaussian", list(recipe.layers), out / "model",
-                            config=recipe.config_for(recipe.layers)))
+    if recipe.layers is None:  # auto:K not resolved yet
+        return variants
+    config = recipe.config_for(recipe.layers)
+    variants.append(Variant("isogauss", "gaussian", list(recipe.layers), out / "model", config=config))
+    for name in recipe.baselines:
+        variants.append(Variant(name, name, list(recipe.layers), out / f"baseline-{name}", config=config))
     return variants
 
 
-def build_variant(model: Any, variant: Variant) -> Any:
-    """The model ``variant`` trains, made from a freshly loaded dense ``model`` (may be the same object)."""
+def build_variant(model: Any, variant: Variant, classifier_hidden: Optional[int] = None) -> Built:
+    """The model ``variant`` trains, made from a freshly loaded dense ``model`` (may be the same object).
+
+    ``classifier_hidden``: every non-dense variant first gets the two-layer head of Table 6
+    (:func:`isogauss_hf.heads.with_mlp_head`), so its first layer can be the Gaussian module.
+    """
+    if classifier_hidden is not None and variant.kind != "dense":
+        from ..heads import with_mlp_head
+
+        try:
+            model = with_mlp_head(model, classifier_hidden)
+        except ValueError as e:
+            raise UsageError(f"classifier_hidden {classifier_hidden}: {e}") from None
     return KINDS[variant.kind].build(model, variant)
 
 

@@ -1,0 +1,138 @@
+"""The ``transformers.Trainer`` of one variant: its arguments, the task head's own learning rate, labelled bars.
+
+* :func:`training_args` — ``TrainingArguments`` from a recipe (lr, schedule, warm-up, batch, seed, ...);
+* :func:`head_parameter_names` — the parameters of the task head (``classifier`` / ``score`` /
+  ``qa_outputs``: usually new, randomly initialised on top of a pretrained encoder);
+* :func:`make_trainer` — the Trainer; when the recipe's ``head_lr`` differs from ``lr`` its optimizer has
+  the head's parameters in their own groups at ``head_lr`` (the scheduler scales both alike). The body
+  stays the first group, whose lr :class:`~isogauss_hf.IsoGaussCallback` uses for the distribution step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UsageError
+
+__all__ = ["HEAD_MODULES", "training_args", "head_parameter_names", "make_trainer", "labelled_progress"]
+
+#: Module names of task heads (matched against each component of a parameter's name).
+HEAD_MODULES = ("classifier", "score", "qa_outputs")
+
+
+def training_args(recipe: Any, output_dir: Any) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=recipe.eval_batch_size or recipe.batch_size,
+        learning_rate=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps,
+        lr_scheduler_type=recipe.lr_scheduler,
+        warmup_steps=recipe.warmup_ratio,  # transformers 5: a value < 1 is a fraction of the steps
+        optim="sgd" if recipe.optimizer == "sgd" else "adamw_torch",
+        optim_args=f"momentum={recipe.momentum}" if recipe.optimizer == "sgd" and recipe.momentum else None,
+        eval_strategy="no",
+        save_strategy="steps",
+        save_steps=recipe.save_steps,
+        save_total_limit=1,
+        logging_steps=recipe.logging_steps,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=True,
+        disable_tqdm=False,
+    )
+
+
+def head_parameter_names(model: Any) -> set[str]:
+    """Names of the trainable parameters inside a task head (:data:`HEAD_MODULES`)."""
+    return {n for n, p in model.named_parameters() if p.requires_grad and any(part in HEAD_MODULES
+                                                                                for part in n.split("."))}
+
+
+def labelled_progress(label: str, eval_note: str = "") -> Any:
+    """transformers' progress bars with a label: ``train NAME`` and ``evaluate NAME (N draws)``."""
+    from tqdm.auto import tqdm
+    from transformers.trainer_callback import ProgressCallback, has_length
+
+    class LabelledProgress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, desc=f"train {label}")
+            self.current_step = 0
+
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+            if state.is_world_process_zero and has_length(eval_dataloader):
+                if self.prediction_bar is None:
+                    self.prediction_bar = tqdm(total=len(eval_dataloader), leave=self.training_bar is None,
+                                               dynamic_ncols=True, desc=f"evaluate {label}{eval_note}",
+                                               unit="batch")
+                self.prediction_bar.update(1)
+
+    return LabelledProgress()
+
+
+def _trainer_class(head_names: set[str], head_lr: float) -> type:
+    from transformers import Trainer
+
+    class HeadLrTrainer(Trainer):
+        """Trainer whose optimizer puts the task head's parameters in groups of their own at ``head_lr``."""
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                opt_model = self.model if model is None else model
+                decay = set(self.get_decay_parameter_names(opt_model))
+                groups = []
+                for head in (False, True):  # the body first: param_groups[0] is what the callback reads
+                    for with_decay in (True, False):
+                        params = [p for n, p in opt_model.named_parameters()
+                                  if p.requires_grad and (n in head_names) == head and (n in decay) == with_decay]
+                        if params:
+                            group = {"params": params, "weight_decay": self.args.weight_decay if with_decay else 0.0}
+                            groups.append({**group, "lr": head_lr} if head else group)
+                optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+                self.optimizer = optimizer_cls(groups, **kwargs)
+            return self.optimizer
+
+    return HeadLrTrainer
+
+
+def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
+    """The Trainer of ``variant`` on ``ctx``'s prepared data (IsoGaussCallback when ``callback``)."""
+    from transformers import Trainer
+    from transformers.trainer_callback import ProgressCallback
+
+    from ..callback import IsoGaussCallback
+
+    recipe, pipeline = ctx.recipe, ctx.pipeline
+    args = training_args(recipe, ctx.checkpoints_dir(variant))
+    args.remove_unused_columns = pipeline.remove_unused_columns
+    cls = Trainer
+    if recipe.head_lr != recipe.lr:
+        names = head_parameter_names(model)
+        if names:
+            cls = _trainer_class(names, recipe.head_lr)
+        elif "head_lr" not in recipe.preset_filled:
+            raise UsageError(f"head_lr {recipe.head_lr:g}: {type(model).__name__} has no task head "
+                             f"({' / '.join(HEAD_MODULES)}) to give it to; leave head_lr out")
+    trainer = cls(
+        model=model,
+        args=args,
+        train_dataset=ctx.train,
+        data_collator=pipeline.collator(),
+        processing_class=ctx.tokenizer,
+        compute_metrics=pipeline.compute_metrics(),
+        callbacks=[IsoGaussCallback()] if callback else None,
+    )
+    trainer.remove_callback(ProgressCallback)
+    config = variant.config
+    draws = config.num_samples if variant.gaussian and config is not None and config.noise == "resample" else 1
+    trainer.add_callback(labelled_progress(variant.name, f" ({draws} draws)" if draws > 1 else ""))
+    return trainer
