@@ -35,7 +35,10 @@ def test_invalid_values_raise_one_clear_error(kwargs, match):
 def test_defaults_and_normalization():
     c = IsoGaussConfig(layers=(4, 8, 12), target_modules="query")
     assert c.layers == [4, 8, 12] and c.target_modules == ["query"]
-    assert (c.rule, c.noise, c.num_samples, c.standardize, c.distribution_lr) == ("wdu", "resample", 1, False, None)
+    from isogauss_hf import settings
+
+    assert (c.rule, c.noise, c.num_samples, c.standardize, c.distribution_lr) == (
+        settings.DEFAULT_RULE, settings.DEFAULT_NOISE, settings.DEFAULT_NUM_SAMPLES, False, None)
 
 
 def test_every_field_has_help():

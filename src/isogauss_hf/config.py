@@ -11,7 +11,7 @@ from typing import Any, Optional
 from peft import PeftConfig
 
 from .errors import CheckpointError
-from .settings import DEFAULT_NOISE, DEFAULT_RULE, NOISE_HELP, RULE_HELP, LayerOptions
+from .settings import DEFAULT_NOISE, DEFAULT_NUM_SAMPLES, DEFAULT_RULE, NOISE_HELP, RULE_HELP, LayerOptions
 
 __all__ = ["IsoGaussConfig", "CONFIG_NAME", "FORMAT_VERSION", "CHECKPOINT_METADATA_KEYS", "IsoGaussPeftType",
            "PEFT_TYPE"]
@@ -86,9 +86,10 @@ class IsoGaussConfig(PeftConfig):
         metadata={"help": "Base seed; each layer's noise seed derives from it and the layer's module name."},
     )
     num_samples: int = field(
-        default=1,
-        metadata={"help": "Evaluation: average the model outputs over this many weight draws (the paper's "
-                          "sampling number: 10 for transformers, 100 for the 8-layer network). 1 = one draw."},
+        default=DEFAULT_NUM_SAMPLES,
+        metadata={"help": "Evaluation: average the model outputs over this many weight draws of resample layers "
+                          "(the paper's sampling number: 10 for transformers, 100 for the 8-layer network); seeded "
+                          "layers always run their one draw. 1 = one draw."},
     )
     standardize: bool = field(
         default=False,

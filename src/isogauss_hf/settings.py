@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
-    "RULES", "NOISE_MODES", "RULE_HELP", "NOISE_HELP", "DEFAULT_RULE", "DEFAULT_NOISE", "LayerOptions",
+    "RULES", "NOISE_MODES", "RULE_HELP", "NOISE_HELP", "DEFAULT_RULE", "DEFAULT_NOISE", "DEFAULT_NUM_SAMPLES", "LayerOptions",
     "check_choice", "check_rule", "check_noise", "check_std_floor",
 ]
 
@@ -68,9 +68,11 @@ def check_noise(value: Any) -> str:
     return check_choice("noise", value, NOISE_MODES)
 
 
-#: The library's default rule and noise mode (``IsoGaussConfig``, the layers, recipes and the CLI read them here).
+#: The library's default rule, noise mode and evaluation draws (``IsoGaussConfig``, the layers, the recipes'
+#: ``default`` preset and the CLI read them here).
 DEFAULT_RULE = "wdu"
 DEFAULT_NOISE = "resample"
+DEFAULT_NUM_SAMPLES = 10
 
 
 def check_std_floor(value: Any) -> float:

@@ -261,8 +261,8 @@ def load_task_data(name: str, task: str, options: dict, seed: int = 42, columns:
     datasets.disable_progress_bars()
     try:
         data, split = _load(name, task, options, seed)
-        result = finish_task_data(data, split, name=name, task=task, seed=seed, columns=columns or {},
-                                  test_size=options.get("test_size", 0.2))
+        result = TaskData(**finish_task_data(data, split, name=name, task=task, seed=seed, columns=columns or {},
+                                             test_size=options.get("test_size", 0.2)))
     except MissingAssetError as e:  # names the command that installs it
         raise UsageError(str(e)) from None
     finally:

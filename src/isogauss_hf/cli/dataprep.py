@@ -177,9 +177,11 @@ def _check_not_empty(data: Any, name: str, dropped: bool) -> None:
 
 def finish_task_data(data: Any, split: dict, *, name: str, task: str, seed: int, columns: dict,
                      test_size: Any = 0.2) -> Any:
-    """Columns renamed, rows cleaned, labels encoded, test split made: a :class:`~isogauss_hf.cli.data.TaskData`."""
-    from .data import TaskData
+    """Columns renamed, rows cleaned, labels encoded, test split made.
 
+    Returns the fields of a :class:`~isogauss_hf.cli.data.TaskData`: ``data``, ``split``, ``dropped`` (split ->
+    rows dropped) and ``columns`` (task column -> the dataset's).
+    """
     data, used = _rename_columns(data, columns, name)
     dropped: dict[str, int] = {}
     if task in CLASSIFICATION_TASKS:
@@ -192,7 +194,7 @@ def finish_task_data(data: Any, split: dict, *, name: str, task: str, seed: int,
         data, split = _split_train(data, task, seed, test_size)
         if source:
             split["source"] = source
-    return TaskData(data=data, split=split, dropped={s: n for s, n in dropped.items() if n}, columns=used)
+    return {"data": data, "split": split, "dropped": {s: n for s, n in dropped.items() if n}, "columns": used}
 
 
 # ------------------------------------------------------------------------------------------- summary
