@@ -268,3 +268,16 @@ def test_classifier_hidden_on_a_tiny_resnet(capsys, pixels_file):
     assert loaded.base_model.config.isogauss_head_hidden == h
     code, out, err = run_cli(capsys, *_bert_args("bert-dir-unused", "--classifier-hidden", "8", "--dry-run"))
     one_line_error(code, err, "image-classification")
+
+
+def test_calibrate_steps_fits_the_statistics_before_fine_tuning(capsys, tiny_bert_dir):
+    code, out, err = run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "2", "--calibrate-steps", "3",
+                                                 "--calibration-samples", "8", "--max-steps", "1", "--num-samples", "1",
+                                                 "--output-dir", "c"))
+    assert code == 0, err
+    assert "calibrated the statistics: 3 steps, block output MSE" in out
+    assert "statistics calibrated 3 steps" in out  # the run's title
+    assert results_of("c")["recipe"]["calibrate_steps"] == 3
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "2", "--calibrate-steps", "-1"))
+    one_line_error(exit_info.value.code, capsys.readouterr().err, "argument --calibrate-steps")

@@ -275,12 +275,13 @@ def test_default_preset_takes_the_library_rule_and_noise():
 def test_unset_values_come_from_the_preset_for_custom_runs_and_recipes(preset):
     p = PRESETS[preset]
     r = Recipe(name="c", task="text-classification", model="bert", dataset="x.csv", preset=preset)
-    assert (r.lr, r.epochs, r.max_length, r.warmup_ratio) == (p["lr"], p["epochs"], p["max_length"], p["warmup_ratio"])
+    assert (r.lr, r.epochs, r.max_length, r.warmup_ratio, r.calibrate_steps) == (
+        p["lr"], p["epochs"], p["max_length"], p["warmup_ratio"], p["calibrate_steps"])
     assert r.head_lr == pytest.approx(p["lr"] * p["head_lr_factor"])
     c = r.isogauss_config
     assert (c.rule, c.noise, c.num_samples) == tuple(p["gaussian"][k] for k in ("rule", "noise", "num_samples"))
-    assert set(r.preset_filled) == {"lr", "epochs", "max_length", "warmup_ratio", "head_lr", "gaussian.rule",
-                                    "gaussian.noise", "gaussian.num_samples"}
+    assert set(r.preset_filled) == {"lr", "epochs", "max_length", "warmup_ratio", "head_lr", "calibrate_steps",
+                                    "gaussian.rule", "gaussian.noise", "gaussian.num_samples"}
     assert describe_preset(preset).startswith(f"{preset}: rule {p['gaussian']['rule']}")
 
 

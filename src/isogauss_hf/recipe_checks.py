@@ -34,14 +34,16 @@ __all__ = ["PRESETS", "PRESET_FIELDS", "PRESET_GAUSSIAN_FIELDS", "DEFAULT_PRESET
 #: when ``head_lr`` is not given); ``gaussian`` holds IsoGaussConfig fields of the ``gaussian:`` section.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"lr": 1e-4, "head_lr_factor": 10.0, "epochs": 3.0, "max_length": 128, "warmup_ratio": 0.1,
+                "calibrate_steps": 0,
                 "gaussian": {"rule": settings.DEFAULT_RULE, "noise": settings.DEFAULT_NOISE,
                              "num_samples": settings.DEFAULT_NUM_SAMPLES}},
     "paper": {"lr": 2e-5, "head_lr_factor": 1.0, "epochs": 3.0, "max_length": 128, "warmup_ratio": 0.0,
+              "calibrate_steps": 0,
               "gaussian": {"rule": "wdu", "noise": "resample", "num_samples": 10}},
 }
 DEFAULT_PRESET = "default"
 #: Recipe fields a preset fills when a recipe does not give them (``head_lr`` from ``head_lr_factor``).
-PRESET_FIELDS = ("lr", "head_lr", "epochs", "max_length", "warmup_ratio")
+PRESET_FIELDS = ("lr", "head_lr", "epochs", "max_length", "warmup_ratio", "calibrate_steps")
 #: ``gaussian:`` keys a preset fills.
 PRESET_GAUSSIAN_FIELDS = ("rule", "noise", "num_samples")
 #: The ``gaussian:`` defaults of the default preset (kept for callers of the earlier name).
@@ -61,7 +63,8 @@ def describe_preset(name: str) -> str:
     g = p["gaussian"]
     head = "= lr" if p["head_lr_factor"] == 1 else f"{p['head_lr_factor']:g} x lr"
     return (f"{name}: rule {g['rule']}, noise {g['noise']}, {g['num_samples']} evaluation draws, lr {p['lr']:g}, "
-            f"head lr {head}, {p['epochs']:g} epochs, max_length {p['max_length']}, warmup {p['warmup_ratio']:g}")
+            f"head lr {head}, {p['epochs']:g} epochs, max_length {p['max_length']}, warmup {p['warmup_ratio']:g}, "
+            f"calibration {p['calibrate_steps']} steps")
 
 
 def gaussian_fields() -> tuple[str, ...]:

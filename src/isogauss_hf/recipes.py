@@ -106,8 +106,11 @@ class Recipe:
     auto_layers: Optional[int] = field(default=None, metadata={"help": "Pick this many blocks by the block scan on a "
                                                                        "calibration subset of the train split "
                                                                        "(written as layers: auto:K)."})
-    calibration_samples: int = field(default=128, metadata={"help": "auto_layers: train examples the block scan "
-                                                                    "runs on."})
+    calibration_samples: int = field(default=128, metadata={"help": "Train examples the block scan (auto_layers) "
+                                                                    "and the statistics calibration run on."})
+    calibrate_steps: Optional[int] = field(default=None, metadata={
+        "help": "Steps fitting the Gaussian statistics to the replaced dense blocks before fine-tuning "
+                "(isogauss_hf.calibrate); 0 = none, None: the preset's."})
     baselines: list = field(default_factory=list, metadata={"help": "Baseline runs beside the Gaussian one on the same "
                                                                     "blocks: drop, lowrank, frozen "
                                                                     "(isogauss_hf.baselines.BASELINES)."})
@@ -190,6 +193,7 @@ class Recipe:
         if self.momentum >= 1 or (self.momentum and self.optimizer != "sgd"):
             raise RecipeError(f"momentum must be in [0, 1) and is for optimizer 'sgd' only, got {self.momentum!r} "
                               f"with optimizer {self.optimizer!r}")
+        self.calibrate_steps = positive("calibrate_steps", self.calibrate_steps, int, allow_zero=True)
         self.warmup_ratio = positive("warmup_ratio", self.warmup_ratio, allow_zero=True)
         if self.warmup_ratio >= 1:
             raise RecipeError(f"warmup_ratio must be < 1, got {self.warmup_ratio}")
@@ -208,7 +212,7 @@ class Recipe:
         values = preset_values(self.preset)
         self.preset = self.preset.lower()
         self.preset_filled = []
-        for name in ("lr", "epochs", "max_length", "warmup_ratio"):
+        for name in ("lr", "epochs", "max_length", "warmup_ratio", "calibrate_steps"):
             if getattr(self, name) is None:
                 setattr(self, name, values[name])
                 self.preset_filled.append(name)

@@ -32,6 +32,7 @@ RECIPE_FLAGS: dict[str, str] = {
     "compare_dense": "compare_dense", "text_column": "text_column", "text_pair_column": "text_pair_column",
     "label_column": "label_column", "preset": "preset", "head_lr": "head_lr", "baselines": "baselines",
     "analyze": "analyze", "classifier_hidden": "classifier_hidden", "calibration_samples": "calibration_samples",
+    "calibrate_steps": "calibrate_steps",
 }
 #: flag destination -> IsoGaussConfig field (of the recipe's ``gaussian:`` section)
 GAUSSIAN_FLAGS: dict[str, str] = {
@@ -87,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="1-based blocks made Gaussian, e.g. 4,8,12; 'none' = the dense baseline; "
                                     "'auto:K' = the K blocks a block scan of the train split ranks safest")
     p.add_argument("--calibration-samples", type=positive_int("calibration_samples"),
-                   help="--layers auto:K: train examples the block scan runs on (default 128)")
+                   help="train examples the block scan (--layers auto:K) and the statistics calibration run on "
+                        "(default 128)")
+    p.add_argument("--calibrate-steps", type=nonnegative_int("calibrate_steps"),
+                   help="steps fitting the Gaussian statistics to the replaced dense blocks before fine-tuning "
+                        "(isogauss_hf.calibrate); 0 = none (default: the preset's)")
     p.add_argument("--preset", choices=tuple(PRESETS),
                    help="defaults of what the recipe and flags do not set: 'default' (the configuration measured "
                         "best) or 'paper' (WDU, resample, 10 draws, Table 9); shown by --dry-run")

@@ -39,6 +39,15 @@ class Interrupted(KeyboardInterrupt):
     """SIGTERM (a job scheduler, ``kill``) turned into an interruption, so results.json is marked."""
 
 
+def _calibration_batches(ctx: RunContext, model: Any) -> list:
+    """``recipe.calibration_samples`` train examples (seeded) as ``model``'s input batches, for the calibration."""
+    from ..analysis import make_calibration_batches
+
+    recipe = ctx.recipe
+    return make_calibration_batches(ctx.train, ctx.pipeline.collator(), num_samples=recipe.calibration_samples,
+                                    batch_size=recipe.batch_size, seed=recipe.seed, model=model)
+
+
 def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
     """Train, evaluate and save one variant; its ``results.json`` record."""
     from .pipelines import load_model
@@ -46,7 +55,7 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
     recipe = ctx.recipe
     dense = load_model(recipe, ctx.source, ctx.labels)
     dense_head = _classifier_parameters(dense) if recipe.classifier_hidden else None
-    built = build_variant(dense, variant, recipe.classifier_hidden)
+    built = build_variant(dense, variant, recipe.classifier_hidden, calibration=lambda m: _calibration_batches(ctx, m))
     model, pipeline, checkpoints = built.model, ctx.pipeline, ctx.checkpoints_dir(variant)
     trainer = make_trainer(ctx, variant, model, built.callback)
     print(f"\n== {variant.name}: {variant.title}", flush=True)

@@ -32,6 +32,7 @@ class Variant:
     layers: Optional[list[int]]
     save_dir: Path
     config: Any = None
+    calibrate_steps: int = 0  # gaussian kind: steps fitting the statistics to the dense blocks first
 
     @property
     def gaussian(self) -> bool:
@@ -66,11 +67,22 @@ def _blocks(variant: Variant) -> str:
     return ",".join(map(str, variant.layers or []))
 
 
-def _convert(model: Any, variant: Variant) -> Built:
+def _convert(model: Any, variant: Variant, calibration: Optional[Callable[[Any], list]] = None) -> Built:
     from ..model import get_isogauss_model
 
+    steps = variant.calibrate_steps if calibration is not None else 0
     try:
-        converted = get_isogauss_model(model, variant.config)
+        if steps:  # fit the statistics to the replaced dense blocks first (isogauss_hf.calibrate)
+            from ..calibrate import calibrate_statistics, keep_dense_units
+
+            batches = calibration(model)
+            units = keep_dense_units(model, variant.config)
+            converted = get_isogauss_model(model, variant.config)
+            losses = calibrate_statistics(converted, units, batches, steps=steps)
+            print(f"   calibrated the statistics: {steps} steps, block output MSE {losses[0]:.4g} -> "
+                  f"{losses[-1]:.4g}", flush=True)
+        else:
+            converted = get_isogauss_model(model, variant.config)
     except ValueError as e:  # blocks out of range, unknown targets, unmapped architecture
         raise UsageError(f"{e}") from None
     return Built(converted, parameter_report(converted, variant), True)
@@ -89,7 +101,8 @@ def _baseline(model: Any, variant: Variant) -> Built:
 def _gaussian_title(variant: Variant) -> str:
     c = variant.config
     return (f"Gaussian layers {_blocks(variant)} (rule {c.rule}, noise {c.noise}, num_samples {c.num_samples}"
-            + (f", distribution lr {c.distribution_lr:g}" if c.distribution_lr else "") + ")")
+            + (f", distribution lr {c.distribution_lr:g}" if c.distribution_lr else "")
+            + (f", statistics calibrated {variant.calibrate_steps} steps" if variant.calibrate_steps else "") + ")")
 
 
 def _merge(model: Any) -> Any:
@@ -128,17 +141,22 @@ def plan_variants(recipe: Any, out: Path) -> list[Variant]:
     if recipe.layers is None:  # auto:K not resolved yet
         return variants
     config = recipe.config_for(recipe.layers)
-    variants.append(Variant("isogauss", "gaussian", list(recipe.layers), out / "model", config=config))
+    variants.append(Variant("isogauss", "gaussian", list(recipe.layers), out / "model", config=config,
+                            calibrate_steps=recipe.calibrate_steps))
     for name in recipe.baselines:
         variants.append(Variant(name, name, list(recipe.layers), out / f"baseline-{name}", config=config))
     return variants
 
 
-def build_variant(model: Any, variant: Variant, classifier_hidden: Optional[int] = None) -> Built:
+def build_variant(model: Any, variant: Variant, classifier_hidden: Optional[int] = None,
+                  calibration: Optional[Callable[[Any], list]] = None) -> Built:
     """The model ``variant`` trains, made from a freshly loaded dense ``model`` (may be the same object).
 
     ``classifier_hidden``: every non-dense variant first gets the two-layer head of Table 6
     (:func:`isogauss_hf.heads.with_mlp_head`), so its first layer can be the Gaussian module.
+    ``calibration``: a function of the dense model returning input batches of the train split; with it, a
+    Gaussian variant whose
+    ``calibrate_steps`` > 0 calibrates its statistics first (the plan passes none: nothing is run there).
     """
     if classifier_hidden is not None and variant.kind != "dense":
         from ..heads import with_mlp_head
@@ -147,6 +165,8 @@ def build_variant(model: Any, variant: Variant, classifier_hidden: Optional[int]
             model = with_mlp_head(model, classifier_hidden)
         except ValueError as e:
             raise UsageError(f"classifier_hidden {classifier_hidden}: {e}") from None
+    if variant.kind == "gaussian":
+        return _convert(model, variant, calibration)
     return KINDS[variant.kind].build(model, variant)
 
 
