@@ -26,6 +26,11 @@ WORDS = ("the a of to in and is was for on at with as by from it he she they we 
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
+    from isogauss_hf.recipe_checks import PRESETS
+
+    # speed: the default preset calibrates the statistics for 200 steps before fine-tuning; the CLI tests run
+    # that path with 2 steps (test_calibrate_steps_fits_the_statistics_before_fine_tuning checks the flag)
+    monkeypatch.setitem(PRESETS["default"], "calibrate_steps", 2)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)

@@ -12,7 +12,7 @@ def test_every_rule_and_noise_pair_has_exactly_one_update():
 
 def test_the_documented_defaults():
     # measured best on the offline tasks (README, "Defaults"); the paper's method is --preset paper
-    assert (settings.DEFAULT_RULE, settings.DEFAULT_NOISE, settings.DEFAULT_NUM_SAMPLES) == ("wdu", "resample", 10)
+    assert (settings.DEFAULT_RULE, settings.DEFAULT_NOISE, settings.DEFAULT_NUM_SAMPLES) == ("gdu", "seeded", 10)
 
 
 @pytest.mark.parametrize("check, value, match", [

@@ -34,7 +34,7 @@ __all__ = ["PRESETS", "PRESET_FIELDS", "PRESET_GAUSSIAN_FIELDS", "DEFAULT_PRESET
 #: when ``head_lr`` is not given); ``gaussian`` holds IsoGaussConfig fields of the ``gaussian:`` section.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"lr": 1e-4, "head_lr_factor": 10.0, "epochs": 3.0, "max_length": 128, "warmup_ratio": 0.1,
-                "calibrate_steps": 0,
+                "calibrate_steps": 200,
                 "gaussian": {"rule": settings.DEFAULT_RULE, "noise": settings.DEFAULT_NOISE,
                              "num_samples": settings.DEFAULT_NUM_SAMPLES}},
     "paper": {"lr": 2e-5, "head_lr_factor": 1.0, "epochs": 3.0, "max_length": 128, "warmup_ratio": 0.0,

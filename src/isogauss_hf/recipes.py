@@ -106,7 +106,7 @@ class Recipe:
     auto_layers: Optional[int] = field(default=None, metadata={"help": "Pick this many blocks by the block scan on a "
                                                                        "calibration subset of the train split "
                                                                        "(written as layers: auto:K)."})
-    calibration_samples: int = field(default=128, metadata={"help": "Train examples the block scan (auto_layers) "
+    calibration_samples: int = field(default=512, metadata={"help": "Train examples the block scan (auto_layers) "
                                                                     "and the statistics calibration run on."})
     calibrate_steps: Optional[int] = field(default=None, metadata={
         "help": "Steps fitting the Gaussian statistics to the replaced dense blocks before fine-tuning "

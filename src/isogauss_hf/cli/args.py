@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "'auto:K' = the K blocks a block scan of the train split ranks safest")
     p.add_argument("--calibration-samples", type=positive_int("calibration_samples"),
                    help="train examples the block scan (--layers auto:K) and the statistics calibration run on "
-                        "(default 128)")
+                        "(default 512)")
     p.add_argument("--calibrate-steps", type=nonnegative_int("calibrate_steps"),
                    help="steps fitting the Gaussian statistics to the replaced dense blocks before fine-tuning "
                         "(isogauss_hf.calibrate); 0 = none (default: the preset's)")
