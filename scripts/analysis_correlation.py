@@ -293,6 +293,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                    help="reproduce_table2_baselines.py JSON whose runs (same budget) are reused")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds (accuracies averaged)")
     p.add_argument("--no-triples", action="store_true", help="skip the 3-block fine-tunes (auto:3, random)")
+    p.add_argument("--triple-seeds", type=int, default=1,
+                   help="how many of --seeds the 3-block fine-tunes use (table runs of more seeds are still used)")
     p.add_argument("--scan-seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the scan's Gaussian draws (averaged)")
     p.add_argument("--calibration", type=int, default=128, help="calibration examples of the scan")
@@ -358,7 +360,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         for layers in plan:
             lk = "base" if layers is None else C.layers_key(layers)
             accs = list(found.get(lk, []))
-            for seed in args.seeds[len(accs):]:
+            seeds = args.seeds if layers is None or len(layers) == 1 else args.seeds[:args.triple_seeds]
+            for seed in seeds[len(accs):]:
                 skey = f"{ds}|{args.variant if layers else 'dense'}|{lk}|{seed}"
                 if skey not in payload["seed_runs"]:
                     if args.time_limit_s is not None and time.perf_counter() - started > args.time_limit_s:
