@@ -25,10 +25,10 @@ import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .errors import RecipeError
+from .recipe_files import RECIPES_ENV, find_recipe, list_recipes, recipes_dir
 from .recipe_checks import PRESET_GAUSSIAN_FIELDS, PRESETS, RECIPE_GAUSSIAN_DEFAULTS, build_isogauss_config, \
     check_auto_layers, check_baselines, check_run_options, choice, gaussian_fields, parse_layers, positive, preset_values
 
@@ -45,6 +45,7 @@ __all__ = [
     "RECIPE_GAUSSIAN_DEFAULTS",
     "PRESETS",
     "gaussian_fields",
+    "RECIPES_ENV",
     "recipes_dir",
     "list_recipes",
     "find_recipe",
@@ -56,10 +57,7 @@ __all__ = [
 TASKS = ("text-classification", "image-classification", "question-answering", "summarization")
 OPTIMIZERS = ("adamw", "sgd")
 PURPOSES = ("paper", "demo", "pipeline-check", "custom")
-RECIPES_ENV = "ISOGAUSS_RECIPES_DIR"
 GAUSSIAN_KEY = "gaussian"
-#: Directory, inside the installed package, of the recipes shipped in the wheel (copied from recipes/).
-PACKAGED_RECIPES = ("data", "recipes")
 
 
 @dataclass
@@ -261,51 +259,6 @@ class Recipe:
             return cls(**data)
         except RecipeError as e:
             raise RecipeError(f"{source}: {e}") from None
-
-
-def _packaged_recipes_dir() -> Optional[Path]:
-    try:
-        from importlib.resources import files
-
-        path = Path(str(files("isogauss_hf").joinpath(*PACKAGED_RECIPES)))
-    except (ImportError, ModuleNotFoundError, TypeError):  # pragma: no cover - unusual importers
-        return None
-    return path if path.is_dir() else None
-
-
-def recipes_dir() -> Path:
-    """Directory of the recipes: ``$ISOGAUSS_RECIPES_DIR``, else the copy installed with the package
-    (``isogauss_hf/data/recipes``), else ``recipes/`` of the source checkout this module runs from."""
-    env = os.environ.get(RECIPES_ENV)
-    if env:
-        return Path(env).expanduser()
-    packaged = _packaged_recipes_dir()
-    if packaged is not None:
-        return packaged
-    return Path(__file__).resolve().parent.parent.parent / "recipes"
-
-
-def list_recipes() -> list[str]:
-    """Names of the recipes in :func:`recipes_dir`, sorted."""
-    directory = recipes_dir()
-    if not directory.is_dir():
-        return []
-    return sorted(p.stem for p in directory.glob("*.yaml"))
-
-
-def find_recipe(name_or_path: Union[str, os.PathLike]) -> Path:
-    """The YAML file of a recipe name or path; :class:`RecipeError` names the known recipes otherwise."""
-    text = str(name_or_path)
-    path = Path(text).expanduser()
-    if text.endswith((".yaml", ".yml")) or os.sep in text:
-        if path.is_file():
-            return path
-        raise RecipeError(f"recipe file {text!r} not found")
-    candidate = recipes_dir() / f"{text}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = ", ".join(list_recipes()) or f"none found in {recipes_dir()}"
-    raise RecipeError(f"unknown recipe {text!r}; known recipes: {known}")
 
 
 def load_recipe(name_or_path: Union[str, os.PathLike]) -> Recipe:
