@@ -36,18 +36,19 @@ demo: assets
 
 # Benchmarks and reproductions: they write results/ (see README, Results). Run them on a quiet machine.
 bench: install
-	$(BIN)/python scripts/bench_layer.py --threads 2,1 --repeats 9 --compile --out results/bench_layer
-	$(BIN)/python scripts/bench_model.py --threads 1 --batch 4 --seq 64 --eval-batch 4 --repeats 5 --eval-repeats 2 --out results/bench_model
+	$(BIN)/python scripts/bench_layer.py --threads 2 --repeats 7 --shapes 3072x768,768x768 --convs 256x256x3@14b32 --aux-threads auto,1,none --out results/bench_layer
+	$(BIN)/python scripts/bench_model.py --threads 2 --batch 4 --seq 64 --eval-batch 4 --repeats 5 --eval-repeats 2 --out results/bench_model
 
 repro: assets
+	$(BIN)/python scripts/reproduce_table2_baselines.py --datasets tweets bbc_news --seeds 0 1 2 --variants dense drop lowrank frozen "gdu/seeded+calib=200" wdu/resample
+	$(BIN)/python scripts/reproduce_table2_baselines.py --datasets tweets --seeds 0 1 2 --blocks 3 --variants gdu/seeded backprop/seeded
+	$(BIN)/python scripts/reproduce_table2_baselines.py --curve tweets --curve-every 25
+	$(BIN)/python scripts/reproduce_table2_baselines.py --curve bbc_news --curve-every 10
+	$(BIN)/python scripts/analysis_correlation.py --datasets tweets bbc_news --variant "gdu/seeded+calib=200" --seeds 0 1 2 --triple-seeds 1 --scan-seeds 0 1 2
 	$(BIN)/python scripts/measure_wdu_seeded_drift.py
-	$(BIN)/python scripts/reproduce_table7.py
-	$(BIN)/python scripts/reproduce_table8.py
+	$(BIN)/python scripts/reproduce_table7.py --threads 2
+	$(BIN)/python scripts/reproduce_table8.py --threads 2
 	$(BIN)/python scripts/reproduce_figures.py
-	$(BIN)/python scripts/reproduce_table2_minilm.py --datasets tweets --num-samples 3
-	$(BIN)/python scripts/reproduce_table2_minilm.py --datasets bbc_news --train-size 480 --test-size 96 --num-samples 3
-	$(BIN)/python scripts/reproduce_table2_minilm.py --datasets bbc_news --train-size 480 --test-size 96 --num-samples 3 --rules gdu --noise seeded --name table2_minilm_seeded
-	$(BIN)/python scripts/reproduce_table2_minilm.py --datasets tweets --num-samples 3 --rules gdu --noise seeded --name table2_minilm_seeded
 
 clean:
 	rm -rf $(VENV) runs

@@ -5,7 +5,8 @@ Measured in one run, ratios against the dense model of the same run:
 
 * **train step** (forward + backward + distribution step of every Gaussian layer + optimizer step),
   wall time and peak memory, for the dense model and for 1, 3 and 6 Gaussian blocks (blocks 12;
-  4, 8, 12; 2, 4, ..., 12, 1-based as in the paper). The training variants are interleaved (order
+  4, 8, 12; 2, 4, ..., 12, 1-based as in the paper) in the ``--rules`` RULE/NOISE configurations (3 blocks
+  each; 1 and 6 blocks the first, the library default). The training variants are interleaved (order
   rotated every repeat) after warm-up steps, so a slow phase of a shared machine hits all of them.
 * **evaluation** throughput (tokens/s) and memory with ``num_samples`` 1 and 10, with materialized
   weights and with the low-memory path (``IsoGaussModel.enable_low_memory``), which rebuilds each
@@ -164,8 +165,8 @@ class Trainee:
         set_compile(self.compiled)
         self.optimizer.zero_grad(set_to_none=True)
         self.model(**self.batch).loss.backward()
-        for layer in self.layers:  # the callback's on_pre_optimizer_step
-            layer.distribution_step(self.rule, self.lr)
+        for layer in self.layers:  # the callback's on_pre_optimizer_step (each layer's own rule)
+            layer.distribution_step(lr=self.lr)
         self.optimizer.step()
 
 
@@ -179,12 +180,13 @@ def _sync(device: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 def bench_train(args, config, device) -> dict:
     batch = make_batch(config, args.batch, args.seq, device)
-    variants = [("dense", 0, "wdu", False)] + [(f"{b} blocks {r}", b, r, False) for b, r in args.train_variants]
+    variants = [("dense", 0, "wdu/resample", False)] + [(f"{b} blocks {r}", b, r, False) for b, r in args.train_variants]
     if args.compile:
         variants += [(f"3 blocks {r}+compile", 3, r, True) for r in args.rules_list]
     trainees = []
     for name, blocks, rule, compiled in variants:
-        model = build(config, blocks, rule, "resample", device)
+        rule_name, noise = rule.split("/") if "/" in rule else (rule, "resample")
+        model = build(config, blocks, rule_name, noise, device)
         trainees.append(Trainee(name, model, rule, args.optimizer, args.lr, batch, compiled))
     meter = MemoryMeter(device)
     for _ in range(args.warmup):
@@ -357,7 +359,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--block-rows", type=int, default=256, help="low-memory block size (multiple of 256)")
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--rules", default="wdu,gdu", help="rules to train with 3 blocks (1 and 6 blocks use the first)")
+    parser.add_argument("--rules", default="gdu/seeded,wdu/resample,backprop/seeded",
+                        help="RULE/NOISE configurations to train with 3 blocks (1 and 6 blocks use the first, the "
+                             "library default)")
     parser.add_argument("--compile", action="store_true",
                         help="also train 3 blocks with the torch.compile kernels (isogauss_hf.set_compile)")
     parser.add_argument("--skip", default="", help="comma list of phases to skip: train,eval,checkpoint")
@@ -378,10 +382,16 @@ def main(argv=None) -> dict:
     args.eval_repeats = args.eval_repeats or (1 if smoke else 3)
     if smoke:
         args.num_samples = min(args.num_samples, 2)
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    bad = [r for r in rules if r not in ("wdu", "gdu")]
-    if bad or not rules:
-        parser.error(f"--rules={args.rules!r}: choose from wdu, gdu")
+    from isogauss_hf.settings import check_noise, check_rule
+
+    rules = [r.strip() if "/" in r else f"{r.strip()}/resample" for r in args.rules.split(",") if r.strip()]
+    for r in rules:
+        try:
+            check_rule(r.split("/")[0]), check_noise(r.split("/")[1])
+        except ValueError as e:
+            parser.error(f"--rules entry {r!r}: {e}")
+    if not rules:
+        parser.error(f"--rules={args.rules!r}: give RULE/NOISE configurations such as gdu/seeded")
     args.rules_list = rules
     args.train_variants = [(1, rules[0])] + [(3, r) for r in rules] + [(6, rules[0])]
     args.eval_blocks = [3]

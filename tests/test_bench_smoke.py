@@ -81,8 +81,9 @@ def test_bench_model_smoke(tmp_path, one_thread):
     _load("bench_model").main(["--smoke", "--threads", "1", "--out", str(out)])
     saved = json.loads(out.with_suffix(".json").read_text())
     train, evals, ckpt = saved["train"], saved["eval"], saved["checkpoint"]
-    assert list(train) == ["dense", "1 blocks wdu", "3 blocks wdu", "3 blocks gdu", "6 blocks wdu"]
-    assert train["dense"]["gaussian_matrices"] == 0 and train["3 blocks wdu"]["gaussian_matrices"] == 12
+    assert list(train) == ["dense", "1 blocks gdu/seeded", "3 blocks gdu/seeded", "3 blocks wdu/resample",
+                           "3 blocks backprop/seeded", "6 blocks gdu/seeded"]
+    assert train["dense"]["gaussian_matrices"] == 0 and train["3 blocks wdu/resample"]["gaussian_matrices"] == 12
     assert all(_positive(r["ratio_to_dense"]) for r in train.values())
     assert {r["num_samples"] for r in evals.values()} == {1, 2}
     assert any(r["low_memory"] for r in evals.values())
