@@ -61,3 +61,18 @@ def test_bad_calibration_arguments_are_one_clear_error():
         calibrate_statistics(gauss, units, _batches(), steps=-1)
     with pytest.raises(ValueError, match="needs at least one batch"):
         calibrate_statistics(gauss, units, [], steps=3)
+
+
+def test_architectures_without_blocks_calibrate_each_converted_module():
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    model = ResNetForImageClassification(ResNetConfig(layer_type="basic", depths=[1, 1], hidden_sizes=[4, 8],
+                                                      embedding_size=4, num_labels=3))
+    config = IsoGaussConfig(layers=[3], rule="gdu", noise="seeded")
+    units = keep_dense_units(model, config)
+    assert len(units) == 1 and isinstance(next(iter(units.values())), torch.nn.Conv2d)  # the module itself
+    gauss = get_isogauss_model(model, config)
+    batches = [{"pixel_values": torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(i))} for i in range(2)]
+    losses = calibrate_statistics(gauss, units, batches, steps=20, lr=1e-2, progress=False)
+    assert min(losses[-3:]) < losses[0]
