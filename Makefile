@@ -45,6 +45,7 @@ repro: assets
 	$(BIN)/python scripts/reproduce_table2_baselines.py --curve tweets --curve-every 25
 	$(BIN)/python scripts/reproduce_table2_baselines.py --curve bbc_news --curve-every 10
 	$(BIN)/python scripts/analysis_correlation.py --datasets tweets bbc_news --variant "gdu/seeded+calib=200" --seeds 0 1 2 --triple-seeds 1 --scan-seeds 0 1 2
+	$(BIN)/python scripts/reproduce_cnn_offline.py --seeds 0 1 2
 	$(BIN)/python scripts/measure_wdu_seeded_drift.py
 	$(BIN)/python scripts/reproduce_table7.py --threads 2
 	$(BIN)/python scripts/reproduce_table8.py --threads 2

@@ -226,6 +226,8 @@ def build_parser(doc: str, default_name: str) -> argparse.ArgumentParser:
     parser.add_argument("--out-dir", default=C.RESULTS_DIR)
     parser.add_argument("--name", default=default_name, help="basename of the result files")
     parser.add_argument("--report-only", action="store_true", help="rewrite the markdown and PNG from the JSON, run nothing")
+    parser.add_argument("--modes", nargs="+", default=None,
+                        help="run only these modes, e.g. 'drop lowrank gdu/seeded' (default: every mode)")
     return parser
 
 
@@ -269,6 +271,12 @@ def make_updater(args, ds: str, data, meta: dict[str, Any]):
     return update
 
 
+def _selected(args: argparse.Namespace, rule: str, noise: Optional[str]) -> bool:
+    """Whether ``--modes`` asks for this (rule, noise) mode (all of them without ``--modes``)."""
+    modes = getattr(args, "modes", None)
+    return modes is None or (rule if noise is None else f"{rule}/{noise}") in modes or rule in modes
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = build_parser(__doc__, NAME).parse_args(argv)
     prepare(args)
@@ -290,7 +298,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         for seed in args.seeds:  # seed-major: a partial run has every column at least once
             plan.append((None, None, None, seed))
             plan += [(ls, r, n, seed) for ls in layer_sets for r, n in MODES if (r, n) not in REFUSED
-                     and not (r == "drop" and not _droppable(ls))]
+                     and not (r == "drop" and not _droppable(ls)) and _selected(args, r, n)]
         for ls, rule, noise, seed in plan:
             key = run_key(ds, ls, rule, noise, seed)
             if key in payload["runs"]:

@@ -6,6 +6,7 @@ ResNet); ``HF_HUB_OFFLINE=1`` throughout.
 """
 
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -175,12 +176,29 @@ def test_a_gaussian_run_at_the_majority_rate_or_below_drop_ends_with_a_warning(c
     if reasons:
         w = warnings[0]
         assert w["configuration"] == {"rule": "gdu", "noise": "seeded", "blocks": [2]}
-        assert "rule gdu, noise seeded, blocks 2" in printed[0] and "--preset paper" in printed[0]
+        assert "rule gdu, noise seeded, blocks 2" in printed[0] and "--preset paper" not in printed[0]
         assert "--layers auto:1" in printed[0] and "isogauss-analyze" in printed[0]
         assert ("majority-class rate" in w["message"]) == ("near_majority" in reasons)
         assert ("below the drop baseline" in w["message"]) == ("below_drop" in reasons)
         if reasons == ["below_drop"]:
             assert "the 95% intervals separate" in w["message"]
+
+
+@pytest.mark.parametrize("config, blocks, calibrate_steps, expected, absent", [
+    ({"rule": "wdu", "noise": "resample"}, [3], 0, ["--noise seeded", "--rule gdu", "--calibrate-steps 200"],
+     ["fewer blocks"]),
+    ({"rule": "gdu", "noise": "seeded"}, [2, 4, 6], 200, ["fewer blocks", "--layers auto:3"],
+     ["--noise", "--rule", "--calibrate-steps"]),
+    ({"rule": "backprop", "noise": "seeded"}, [1], 0, ["--calibrate-steps 200", "--suggest 1"], ["fewer blocks"]),
+])
+def test_the_warning_advises_what_measured_better(config, blocks, calibrate_steps, expected, absent):
+    from isogauss_hf.cli import verdict
+
+    recipe = types.SimpleNamespace(model="minilm", dataset="tweets", calibrate_steps=calibrate_steps)
+    text = verdict._advice(config, blocks, "default", recipe)
+    assert all(e in text for e in expected), text
+    assert not any(a in text for a in absent), text
+    assert "isogauss-analyze --model minilm --dataset tweets" in text
 
 
 # ------------------------------------------------------------------------------------------ --layers auto:K

@@ -142,3 +142,26 @@ def test_table2_minilm_smoke(tmp_path, monkeypatch):
     assert g["steps"] == 1 and g["num_samples"] == 2 and 0 <= g["test_accuracy"] <= 1
     assert g["parameters"]["replaced_weights"] == 4 * 384 * 384 + 2 * 384 * 1536  # one MiniLM block
     assert "not run" in (tmp_path / "table2_minilm.md").read_text()
+
+
+def test_cnn_offline_collects_the_cli_runs_into_one_table(tmp_path):
+    mod = load_script("reproduce_cnn_offline")
+
+    def record(name, correct, rule=None):
+        acc = correct / 100
+        return {"name": name, "accuracy_summary": {"accuracy": acc, "low": acc - 0.05, "high": acc + 0.05},
+                "majority_rate": 0.11, "isogauss_config": {"rule": rule, "noise": "seeded"} if rule else None,
+                "parameter_report": {"gaussian_parameters": 640 if rule else 0}}
+
+    for seed, dense in ((0, 80), (1, 82)):
+        run_dir = tmp_path / "runs" / f"default-seed{seed}"
+        run_dir.mkdir(parents=True)
+        runs = [record("dense", dense), record("isogauss", dense - 1, "gdu"), record("drop", dense + 1)]
+        (run_dir / "results.json").write_text(json.dumps({"runs": runs}))
+    out = tmp_path / "cnn"
+    mod.main(["--seeds", "0", "1", "--configs", "default", "--runs-dir", str(tmp_path / "runs"), "--out", str(out),
+              "--report-only"])
+    md = (tmp_path / "cnn.md").read_text()
+    assert "| dense | 81.00 ± 1.41 | 2 |" in md
+    assert "| Gaussian (gdu/seeded) | 80.00 ± 1.41 | 2 | 640 |" in md
+    assert "| drop | 82.00 ± 1.41 | 2 |" in md and "| lowrank |" not in md  # rows only for runs that exist

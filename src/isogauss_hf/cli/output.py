@@ -27,13 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from ..card import RESULTS_NAME  # the file a run writes and a model card reads: one name
 from ..errors import UsageError
 
 __all__ = ["RUN_MARKER", "RESULTS_NAME", "UNFINISHED", "RunResults", "prepare_output_dir", "write_json",
            "library_versions", "hub_token", "can_push", "push_final_model"]
 
 RUN_MARKER = "run.json"
-RESULTS_NAME = "results.json"
 UNFINISHED = ("interrupted", "failed")  # statuses a rerun replaces without --overwrite
 
 
