@@ -273,11 +273,13 @@ def write_outputs(payload: dict[str, Any], out_dir: str, name: str) -> None:
     plot(payload, os.path.join(out_dir, f"{name}.png"))
 
 
-def _table_runs(table: dict, ds: str, variant: str) -> dict[str, list[float]]:
-    """Accuracies per block set (``layers_key``) of ``variant`` on ``ds`` in a table2_baselines JSON (+ dense)."""
+def _table_runs(table: dict, ds: str, variant: str, seeds: list[int]) -> dict[str, list[float]]:
+    """Accuracies per block set (``layers_key``) of ``variant`` on ``ds`` in a table2_baselines JSON (+ dense), of
+    the given ``seeds`` only (in their order), so that every block and the dense model average the same seeds."""
     out: dict[str, list[float]] = {}
-    for rec in (table.get("runs") or {}).values():
-        if rec["dataset"] != ds or rec["variant"] not in (variant, "dense"):
+    runs = sorted((table.get("runs") or {}).values(), key=lambda r: seeds.index(r["seed"]) if r.get("seed") in seeds else -1)
+    for rec in runs:
+        if rec["dataset"] != ds or rec["variant"] not in (variant, "dense") or rec.get("seed") not in seeds:
             continue
         k = "base" if rec["variant"] == "dense" else C.layers_key(rec["layers"])
         out.setdefault(k, []).append(rec["accuracy"]["accuracy"])
@@ -356,7 +358,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             triples = [auto_pick(payload["scans"][ds]["scores"][n], s.lower_is_safer, 3) for n, s in SCORES.items()]
             triples += [payload["hand_picked"][ds]["3"]] + payload["random_picks"]
             plan += [t for i, t in enumerate(triples) if t not in triples[:i]]
-        found = _table_runs(table, ds, args.variant) if reuse else {}
+        found = _table_runs(table, ds, args.variant, list(args.seeds)) if reuse else {}
         for layers in plan:
             lk = "base" if layers is None else C.layers_key(layers)
             accs = list(found.get(lk, []))

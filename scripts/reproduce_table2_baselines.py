@@ -64,11 +64,12 @@ def markdown(payload: dict) -> str:
            "not depend on the block set. Resample variants average the logits over the stated number of draws; "
            "seeded ones run their one draw.\n"]
     for ds in payload["datasets"]:
-        s = payload["settings"][ds]
+        s = payload["settings"].get(ds)
         runs = [r for r in payload["runs"].values() if r["dataset"] == ds]
-        if not runs:
+        curve = payload.get("curves", {}).get(ds)
+        if s is None or not (runs or curve):
             continue
-        maj = runs[0]["majority_rate"]
+        maj = runs[0]["majority_rate"] if runs else curve["final"]["majority_rate"]
         n = s["test_size"]
         half = 196 * (0.7 * 0.3 / n) ** 0.5
         out.append(f"## {ds}\n")
@@ -77,19 +78,19 @@ def markdown(payload: dict) -> str:
                    f"{s['lr']:g} (head {s['head_lr']:g}), linear schedule with {s['warmup']:g} warm-up, "
                    f"{s['num_samples']} draws at evaluation. Majority-class rate {100 * maj:.2f} %; a single run's "
                    f"95 % Wilson interval is about ±{half:.1f} points at 70 % accuracy on this test set.\n")
-        header = ["variant"] + [C.layers_key(b) for b in payload["block_sets"]]
-        rows = []
-        for variant in payload["variants"]:
-            if variant == "dense":
-                rows.append(["dense"] + [fmt(cells(payload, ds, "dense", None))] + [""] * (len(header) - 2))
-                continue
-            rows.append([variant] + [fmt(cells(payload, ds, variant, b)) for b in payload["block_sets"]])
-        out.append(C.md_table(header, rows))
-        secs = sum(r["train_seconds"] + r["eval_seconds"] for r in runs)
-        loads = [r["load_average"] for r in runs]
-        out.append(f"\n{len(runs)} runs, {secs / 3600:.2f} h of training + evaluation; 1-minute load average during "
-                   f"the runs {min(loads):.1f}-{max(loads):.1f} on 2 cores (times taken under that load).\n")
-        curve = payload.get("curves", {}).get(ds)
+        if runs:
+            header = ["variant"] + [C.layers_key(b) for b in payload["block_sets"]]
+            rows = []
+            for variant in payload["variants"]:
+                if variant == "dense":
+                    rows.append(["dense"] + [fmt(cells(payload, ds, "dense", None))] + [""] * (len(header) - 2))
+                    continue
+                rows.append([variant] + [fmt(cells(payload, ds, variant, b)) for b in payload["block_sets"]])
+            out.append(C.md_table(header, rows))
+            secs = sum(r["train_seconds"] + r["eval_seconds"] for r in runs)
+            loads = [r["load_average"] for r in runs]
+            out.append(f"\n{len(runs)} runs, {secs / 3600:.2f} h of training + evaluation; 1-minute load average "
+                       f"during the runs {min(loads):.1f}-{max(loads):.1f} on 2 cores (times taken under that load).\n")
         if curve:
             pts = ", ".join(f"{c['step']}: {100 * c['accuracy']:.2f}" for c in curve["curve"])
             out.append(f"Dense learning curve (step: test accuracy %, seed {curve['seed']}, {curve['epochs']:g} epochs "
@@ -98,14 +99,43 @@ def markdown(payload: dict) -> str:
     return "\n".join(out)
 
 
+def _plot_curve(ax, ds: str, curve: Optional[dict]) -> None:
+    """The dense learning curve of ``ds`` (test accuracy against optimizer steps), the table's budget marked."""
+    if not curve:
+        ax.axis("off")
+        return
+    steps = [c["step"] for c in curve["curve"]]
+    ax.plot(steps, [100 * c["accuracy"] for c in curve["curve"]], "o-", color="k")
+    budget = curve.get("budget_epochs")
+    if budget:
+        ax.axvline(steps[-1] * budget / curve["epochs"], color="grey", ls="--", label=f"table budget ({budget:g} ep.)")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("dense test accuracy %")
+    ax.set_title(f"dense learning curve, {ds}")
+
+
 def plot(payload: dict, path: str) -> None:
     plt = C.plt()
     if plt is None:
         return
-    datasets = [d for d in payload["datasets"] if any(r["dataset"] == d for r in payload["runs"].values())]
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(12, 4.2 * len(datasets)), squeeze=False)
+    curves = payload.get("curves", {})
+    datasets = [d for d in payload["datasets"]
+                if d in curves or any(r["dataset"] == d for r in payload["runs"].values())]
+    if not datasets:
+        return
+    ncols = 2 if any(d in curves for d in datasets) else 1
+    fig, axes = plt.subplots(len(datasets), ncols, figsize=(12 + 5 * (ncols - 1), 4.2 * len(datasets)),
+                             squeeze=False, gridspec_kw={"width_ratios": [12, 5][:ncols]})
     variants = [v for v in payload["variants"] if v != "dense"]
-    for ax, ds in zip(axes[:, 0], datasets):
+    for row, ds in enumerate(datasets):
+        ax = axes[row, 0]
+        runs = [r for r in payload["runs"].values() if r["dataset"] == ds]
+        if ncols == 2:
+            _plot_curve(axes[row, 1], ds, curves.get(ds))
+        if not runs:
+            ax.axis("off")
+            continue
         width = 0.8 / max(len(variants), 1)
         for i, v in enumerate(variants):
             means, errs = [], []
@@ -118,7 +148,6 @@ def plot(payload: dict, path: str) -> None:
         dense = cells(payload, ds, "dense", None)
         if dense:
             ax.axhline(100 * statistics.mean(dense), color="k", lw=1.5, label="dense")
-        runs = [r for r in payload["runs"].values() if r["dataset"] == ds]
         ax.axhline(100 * runs[0]["majority_rate"], color="grey", ls=":", label="majority class")
         ax.set_xticks(range(len(payload["block_sets"])), [C.layers_key(b) for b in payload["block_sets"]])
         ax.set_ylabel("test accuracy %")

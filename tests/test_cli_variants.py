@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from isogauss_hf import settings
+from isogauss_hf.analysis import DEFAULT_SCORE
 from isogauss_hf.cli import run as run_phase
 from isogauss_hf.evaluation import summary_from_counts
 from isogauss_hf.recipe_checks import PRESETS
@@ -205,8 +206,8 @@ def test_the_warning_advises_what_measured_better(config, blocks, calibrate_step
 def test_layers_auto_k_scans_the_blocks_and_picks_k(capsys, tiny_bert_dir):
     code, out, err = run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "auto:1", "--dry-run"))
     assert code == 0, err
-    assert "auto        auto:1 by replacement_loss" in out and "<- picked" in out
-    scores = [line for line in out.splitlines() if line.strip().startswith("block ") and "replacement_loss" in line]
+    assert f"auto        auto:1 by {DEFAULT_SCORE}" in out and "<- picked" in out
+    scores = [line for line in out.splitlines() if line.strip().startswith("block ") and DEFAULT_SCORE in line]
     assert len(scores) == 2  # both blocks scored
     picked = int(next(line for line in out.splitlines() if "picked    layers" in line).split()[-1])
     assert f"run         Gaussian layers {picked} " in out
