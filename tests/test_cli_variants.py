@@ -196,7 +196,7 @@ def test_the_warning_advises_what_measured_better(config, blocks, calibrate_step
     from isogauss_hf.cli import verdict
 
     recipe = types.SimpleNamespace(model="minilm", dataset="tweets", calibrate_steps=calibrate_steps)
-    text = verdict._advice(config, blocks, "default", recipe)
+    text = verdict._advice(config, blocks, recipe)
     assert all(e in text for e in expected), text
     assert not any(a in text for a in absent), text
     assert "isogauss-analyze --model minilm --dataset tweets" in text

@@ -42,7 +42,7 @@ ADVICE = (
 )
 
 
-def _advice(config: dict[str, Any], blocks: list[int], preset: Optional[str], recipe: Any) -> str:
+def _advice(config: dict[str, Any], blocks: list[int], recipe: Any) -> str:
     calibrated = int(getattr(recipe, "calibrate_steps", 0) or 0) > 0
     tries = [text for applies, text in ADVICE if applies(config, blocks, calibrated)]
     model = getattr(recipe, "model", "MODEL")
@@ -88,7 +88,7 @@ def run_warnings(runs: list[dict[str, Any]], recipe: Any = None,
                    f"{','.join(map(str, blocks)) or '-'}")
         message = (f"the Gaussian model {run.get('name')!r} ({setting}) scored {_pct(s.accuracy)} "
                    f"[{_pct(s.low)}, {_pct(s.high)}], which " + " and ".join(parts) + "; "
-                   + _advice(config, blocks, getattr(recipe, "preset", None), recipe))
+                   + _advice(config, blocks, recipe))
         warnings.append({"run": run.get("name"), "reasons": found, "message": message,
                          "configuration": {"rule": config.get("rule"), "noise": config.get("noise"),
                                            "blocks": blocks}})
