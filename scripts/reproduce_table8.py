@@ -182,7 +182,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     t7_path = args.table7 or os.path.join(args.out_dir, "table7.json")
     t7 = C.load_json(t7_path) or {"runs": {}, "settings": {}}
     argv_used = list(argv if argv is not None else sys.argv[1:])
-    payload: dict[str, Any] = {"name": args.name, "commands": ["python scripts/reproduce_table8.py " + " ".join(argv_used)],
+    # --modes: trained methods outside it keep their cells from the previous JSON (same settings), if any
+    previous = C.load_json(os.path.join(args.out_dir, f"{args.name}.json")) or {}
+    command = "python scripts/reproduce_table8.py " + " ".join(argv_used)
+    commands = list(dict.fromkeys(previous.get("commands", []) + [command])) if args.modes else [command]
+    payload: dict[str, Any] = {"name": args.name, "commands": commands,
                                "environment": C.environment(), "datasets": list(args.datasets), "settings": {},
                                "settings_common": {"num_samples": args.num_samples, "random_draws": args.random_draws},
                                "cells": {}, "base": {}, "paper_table8_mnist": PAPER_TABLE8, "updated": C.utc_now()}
@@ -194,6 +198,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                     "train_eval_examples": len(data[2])}
         payload["settings"][ds] = settings
         reuse = t7.get("settings", {}).get(ds) == settings
+        kept = previous.get("cells", {}).get(ds, {}) if previous.get("settings", {}).get(ds) == settings else {}
         cells: dict[str, list] = {}
         payload["cells"][ds] = cells
         payload["base"][ds] = {}
@@ -212,6 +217,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                 cells.setdefault(f"remove|{lk}", []).append(
                     {"seed": seed, "accuracies": [accuracy_removed(dense, test, ls)]})
                 for method, (rule, noise) in TRAINED.items():
+                    if not T7._selected(args, rule, noise):
+                        old = [c for c in kept.get(f"{method}|{lk}", []) if c["seed"] == seed]
+                        if old:
+                            cells.setdefault(f"{method}|{lk}", []).extend(old)
+                        continue
                     key = T7.run_key(ds, ls, rule, noise, seed)
                     if reuse and key not in t7["runs"]:  # table7 may be filling in right now: re-read it
                         t7 = C.load_json(t7_path) or t7
@@ -228,7 +238,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                 payload["elapsed_seconds"] = time.perf_counter() - t_start
                 write_outputs(payload, args.out_dir, args.name, png=False)
                 print(f"[{C.utc_now()}] {ds} seed {seed} layers {lk}: " + ", ".join(
-                    f"{m} {100 * cells[f'{m}|{lk}'][-1]['accuracies'][0]:.1f}" for m in METHODS), flush=True)
+                    f"{m} {100 * cells[f'{m}|{lk}'][-1]['accuracies'][0]:.1f}" for m in METHODS
+                    if f"{m}|{lk}" in cells), flush=True)
     write_outputs(payload, args.out_dir, args.name, png=True)
 
 

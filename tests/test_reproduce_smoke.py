@@ -90,6 +90,19 @@ def test_table8_smoke(tmp_path, synthetic_vision):
     assert (tmp_path / "table8.png").stat().st_size > 1000
 
 
+def test_table8_modes_keep_the_other_trained_cells(tmp_path, synthetic_vision):
+    T8 = load_script("reproduce_table8")
+    T8.main(["--smoke", "--out-dir", str(tmp_path), "--modes", "gdu/seeded"])
+    first = json.loads((tmp_path / "table8.json").read_text())["cells"]["mnist"]
+    assert "gdu-seeded|6" in first and "drop-trained|6" not in first  # only the asked-for trained mode ran
+    T8.main(["--smoke", "--out-dir", str(tmp_path), "--modes", "drop", "lowrank"])
+    data = json.loads((tmp_path / "table8.json").read_text())
+    cells = data["cells"]["mnist"]
+    assert cells["gdu-seeded|6"] == first["gdu-seeded|6"]  # kept from the previous JSON, not retrained
+    assert "drop-trained|6" in cells and "lowrank|5,7" in cells and "wdu|6" not in cells
+    assert len(data["commands"]) == 2
+
+
 def test_table8_remove_and_random_baselines(synthetic_vision):
     T8 = load_script("reproduce_table8")
     C = synthetic_vision
