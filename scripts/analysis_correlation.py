@@ -295,6 +295,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                    help="reproduce_table2_baselines.py JSON whose runs (same budget) are reused")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds (accuracies averaged)")
     p.add_argument("--no-triples", action="store_true", help="skip the 3-block fine-tunes (auto:3, random)")
+    p.add_argument("--triple-scores", nargs="+", default=None,
+                   help="fine-tune only these scores' auto:3 picks (default: every score's; the others show 'not run')")
     p.add_argument("--triple-seeds", type=int, default=1,
                    help="how many of --seeds the 3-block fine-tunes use (table runs of more seeds are still used)")
     p.add_argument("--scan-seeds", type=int, nargs="+", default=[0, 1, 2],
@@ -355,7 +357,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         if not args.no_triples:
             from isogauss_hf.analysis import SCORES
 
-            triples = [auto_pick(payload["scans"][ds]["scores"][n], s.lower_is_safer, 3) for n, s in SCORES.items()]
+            unknown = sorted(set(args.triple_scores or []) - set(SCORES))
+            if unknown:
+                raise SystemExit(f"--triple-scores: unknown score(s) {unknown}; choose from {sorted(SCORES)}")
+            triples = [auto_pick(payload["scans"][ds]["scores"][n], s.lower_is_safer, 3) for n, s in SCORES.items()
+                       if args.triple_scores is None or n in args.triple_scores]
             triples += [payload["hand_picked"][ds]["3"]] + payload["random_picks"]
             plan += [t for i, t in enumerate(triples) if t not in triples[:i]]
         found = _table_runs(table, ds, args.variant, list(args.seeds)) if reuse else {}
