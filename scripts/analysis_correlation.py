@@ -277,10 +277,9 @@ def _table_runs(table: dict, ds: str, variant: str, seeds: list[int]) -> dict[st
     """Accuracies per block set (``layers_key``) of ``variant`` on ``ds`` in a table2_baselines JSON (+ dense), of
     the given ``seeds`` only (in their order), so that every block and the dense model average the same seeds."""
     out: dict[str, list[float]] = {}
-    runs = sorted((table.get("runs") or {}).values(), key=lambda r: seeds.index(r["seed"]) if r.get("seed") in seeds else -1)
-    for rec in runs:
-        if rec["dataset"] != ds or rec["variant"] not in (variant, "dense") or rec.get("seed") not in seeds:
-            continue
+    runs = [r for r in (table.get("runs") or {}).values()
+            if r["dataset"] == ds and r["variant"] in (variant, "dense") and r.get("seed") in seeds]
+    for rec in sorted(runs, key=lambda r: seeds.index(r["seed"])):
         k = "base" if rec["variant"] == "dense" else C.layers_key(rec["layers"])
         out.setdefault(k, []).append(rec["accuracy"]["accuracy"])
     return out

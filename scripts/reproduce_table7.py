@@ -271,7 +271,7 @@ def make_updater(args, ds: str, data, meta: dict[str, Any]):
     return update
 
 
-def _selected(args: argparse.Namespace, rule: str, noise: Optional[str]) -> bool:
+def mode_selected(args: argparse.Namespace, rule: str, noise: Optional[str]) -> bool:
     """Whether ``--modes`` asks for this (rule, noise) mode (all of them without ``--modes``)."""
     modes = getattr(args, "modes", None)
     return modes is None or (rule if noise is None else f"{rule}/{noise}") in modes or rule in modes
@@ -298,7 +298,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         for seed in args.seeds:  # seed-major: a partial run has every column at least once
             plan.append((None, None, None, seed))
             plan += [(ls, r, n, seed) for ls in layer_sets for r, n in MODES if (r, n) not in REFUSED
-                     and not (r == "drop" and not _droppable(ls)) and _selected(args, r, n)]
+                     and not (r == "drop" and not _droppable(ls)) and mode_selected(args, r, n)]
         for ls, rule, noise, seed in plan:
             key = run_key(ds, ls, rule, noise, seed)
             if key in payload["runs"]:

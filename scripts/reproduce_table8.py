@@ -217,7 +217,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                 cells.setdefault(f"remove|{lk}", []).append(
                     {"seed": seed, "accuracies": [accuracy_removed(dense, test, ls)]})
                 for method, (rule, noise) in TRAINED.items():
-                    if not T7._selected(args, rule, noise):
+                    if not T7.mode_selected(args, rule, noise):
                         old = [c for c in kept.get(f"{method}|{lk}", []) if c["seed"] == seed]
                         if old:
                             cells.setdefault(f"{method}|{lk}", []).extend(old)
