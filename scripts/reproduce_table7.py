@@ -231,7 +231,16 @@ def build_parser(doc: str, default_name: str) -> argparse.ArgumentParser:
     return parser
 
 
+def mode_names() -> list[str]:
+    """The names ``--modes`` accepts: each mode as 'rule/noise' (or 'drop', 'lowrank'), and each rule alone."""
+    full = [rule if noise is None else f"{rule}/{noise}" for rule, noise in MODES]
+    return full + sorted({rule for rule, noise in MODES if noise is not None})
+
+
 def prepare(args) -> None:
+    unknown = [m for m in (getattr(args, "modes", None) or []) if m not in mode_names()]
+    if unknown:
+        raise SystemExit(f"--modes: unknown mode(s) {unknown}; choose from {mode_names()}")
     torch.set_num_threads(args.threads)
     if args.smoke:
         args.seeds, args.epochs, args.num_samples, args.train_eval_size = args.seeds[:1], 1, 3, 64

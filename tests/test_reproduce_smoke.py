@@ -103,6 +103,17 @@ def test_table8_modes_keep_the_other_trained_cells(tmp_path, synthetic_vision):
     assert len(data["commands"]) == 2
 
 
+@pytest.mark.parametrize("script", ["reproduce_table7", "reproduce_table8"])
+@pytest.mark.parametrize("mode", ["backprop-seeded", "gdu/uniform", "dropout"])
+def test_unknown_mode_is_one_line_naming_the_valid_ones(tmp_path, synthetic_vision, capsys, script, mode):
+    module = load_script(script)
+    with pytest.raises(SystemExit) as err:
+        module.main(["--smoke", "--out-dir", str(tmp_path), "--modes", "drop", mode])
+    message = str(err.value)
+    assert f"'{mode}'" in message and "backprop/seeded" in message and "\n" not in message
+    assert not list(tmp_path.iterdir())  # refused before anything ran or was written
+
+
 def test_table8_remove_and_random_baselines(synthetic_vision):
     T8 = load_script("reproduce_table8")
     C = synthetic_vision
