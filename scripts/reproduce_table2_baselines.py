@@ -36,6 +36,11 @@ BUDGETS = {
 SMOKE = M.Budget(train_size=32, test_size=16, max_length=16, batch_size=8, epochs=1.0, num_samples=2)
 
 
+def merge_block_sets(old: list[list[int]], new: list[list[int]]) -> list[list[int]]:
+    """The table's columns: the sets of earlier runs and of this one, each once, fewest blocks first."""
+    return [list(b) for b in sorted({tuple(b) for b in old + new}, key=lambda b: (len(b), b))]
+
+
 def key(ds: str, variant: str, blocks: Optional[list[int]], seed: int) -> str:
     return f"{ds}|{variant}|{C.layers_key(blocks)}|{seed}"
 
@@ -193,7 +198,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if command not in payload["commands"]:
         payload["commands"].append(command)
     payload.update({"datasets": sorted(set(payload.get("datasets", [])) | set(args.datasets)),
-                    "block_sets": payload.get("block_sets") or block_sets,
+                    "block_sets": merge_block_sets(payload.get("block_sets") or [], block_sets),
                     "variants": list(dict.fromkeys((payload.get("variants") or []) + list(args.variants))),
                     "environment": C.environment()})
     payload.setdefault("settings", {})

@@ -168,6 +168,16 @@ def test_table2_minilm_smoke(tmp_path, monkeypatch):
     assert "not run" in (tmp_path / "table2_minilm.md").read_text()
 
 
+@pytest.mark.parametrize("old, new, expected", [
+    ([], [[2, 4, 6], [1]], [[1], [2, 4, 6]]),
+    ([[1], [3], [2, 4, 6]], [[2, 3, 4]], [[1], [3], [2, 3, 4], [2, 4, 6]]),  # a later command's set is a column too
+    ([[5], [2, 4]], [[2, 4], [5]], [[5], [2, 4]]),  # each once
+])
+def test_table2_baselines_keeps_every_block_set_as_a_column(old, new, expected):
+    T2 = load_script("reproduce_table2_baselines")
+    assert T2.merge_block_sets(old, new) == expected
+
+
 def test_cnn_offline_collects_the_cli_runs_into_one_table(tmp_path):
     mod = load_script("reproduce_cnn_offline")
 
