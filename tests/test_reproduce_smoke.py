@@ -105,7 +105,7 @@ def test_table8_modes_keep_the_other_trained_cells(tmp_path, synthetic_vision):
 
 @pytest.mark.parametrize("script", ["reproduce_table7", "reproduce_table8"])
 @pytest.mark.parametrize("mode", ["backprop-seeded", "gdu/uniform", "dropout"])
-def test_unknown_mode_is_one_line_naming_the_valid_ones(tmp_path, synthetic_vision, capsys, script, mode):
+def test_unknown_mode_is_one_line_naming_the_valid_ones(tmp_path, synthetic_vision, script, mode):
     module = load_script(script)
     with pytest.raises(SystemExit) as err:
         module.main(["--smoke", "--out-dir", str(tmp_path), "--modes", "drop", mode])
