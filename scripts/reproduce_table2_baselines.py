@@ -159,7 +159,7 @@ def plot(payload: dict, path: str) -> None:
         ax.set_title(f"MiniLM-L6 on {ds}: blocks made Gaussian / removed / factored")
         lows = [100 * r["accuracy"]["accuracy"] for r in runs]
         ax.set_ylim(max(0, min(lows) - 5), min(100, max(lows) + 3))
-        ax.legend(ncol=4, fontsize=7)
+        ax.legend(ncol=7, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1))  # below: never over a bar
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
