@@ -231,10 +231,14 @@ def build_parser(doc: str, default_name: str) -> argparse.ArgumentParser:
     return parser
 
 
+def mode_name(rule: str, noise: Optional[str]) -> str:
+    """A mode's name on the command line: 'rule/noise', or the bare name of a baseline ('drop', 'lowrank')."""
+    return rule if noise is None else f"{rule}/{noise}"
+
+
 def mode_names() -> list[str]:
-    """The names ``--modes`` accepts: each mode as 'rule/noise' (or 'drop', 'lowrank'), and each rule alone."""
-    full = [rule if noise is None else f"{rule}/{noise}" for rule, noise in MODES]
-    return full + sorted({rule for rule, noise in MODES if noise is not None})
+    """The names ``--modes`` accepts: each mode's name, and each rule alone (all its noise modes)."""
+    return [mode_name(r, n) for r, n in MODES] + sorted({r for r, n in MODES if n is not None})
 
 
 def prepare(args) -> None:
@@ -283,7 +287,7 @@ def make_updater(args, ds: str, data, meta: dict[str, Any]):
 def mode_selected(args: argparse.Namespace, rule: str, noise: Optional[str]) -> bool:
     """Whether ``--modes`` asks for this (rule, noise) mode (all of them without ``--modes``)."""
     modes = getattr(args, "modes", None)
-    return modes is None or (rule if noise is None else f"{rule}/{noise}") in modes or rule in modes
+    return modes is None or mode_name(rule, noise) in modes or rule in modes
 
 
 def main(argv: Optional[list[str]] = None) -> None:
