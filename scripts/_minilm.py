@@ -9,7 +9,9 @@ One *variant* of one run is a string:
 optionally followed by ``+option`` parts: ``+dlr=X`` (distribution lr for GDU/WDU), ``+slr=X`` (the
 optimizer's lr for the statistics under ``backprop``; default the encoder lr), ``+std`` (input
 standardization), ``+calib=N`` (N steps of :func:`isogauss_hf.calibrate.calibrate_statistics`: each
-converted block fits the dense block's outputs on 512 training texts before fine-tuning). Every run is fine-tuned by the transformers ``Trainer`` (AdamW; a separate lr for the
+converted block fits the dense block's outputs on 512 training texts before fine-tuning), ``+kd=T``
+(logit distillation at temperature T from the dense model fine-tuned with the same seed, ``scripts/_distill.py``;
+also ``dense+kd=T``). Every run is fine-tuned by the transformers ``Trainer`` (AdamW; a separate lr for the
 new classification head) and scored on the test split with a Wilson 95 % interval.
 """
 
@@ -98,7 +100,7 @@ def build(variant: str, layers: Optional[list[int]], data: Data, seed: int, budg
     n = sum(p.numel() for p in model.parameters())
     report = {"dense_model_parameters": n, "isogauss_model_parameters": n, "replaced_weights": 0,
               "gaussian_parameters": 0}
-    if base == "dense":
+    if base == "dense":  # also dense+kd=T (distilled from the dense model of the same seed)
         return model, [], report
     if base in ("drop", "lowrank", "frozen"):
         run = prepare_baseline(base, model, layers, IsoGaussConfig(layers=layers, noise="seeded", seed=seed,
@@ -155,6 +157,12 @@ def evaluate(model, data: Data, batch_size: int = 64) -> dict[str, Any]:
 def train_eval(variant: str, layers: Optional[list[int]], data: Data, seed: int, budget: Budget,
                curve_every: Optional[int] = None) -> dict[str, Any]:
     """Build, fine-tune and evaluate one run; ``curve_every`` also evaluates every that many steps."""
+    return fit(variant, layers, data, seed, budget, curve_every)[1]
+
+
+def fit(variant: str, layers: Optional[list[int]], data: Data, seed: int, budget: Budget,
+        curve_every: Optional[int] = None) -> tuple[Any, dict[str, Any]]:
+    """:func:`train_eval` that also returns the fine-tuned model."""
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
     t_build = time.perf_counter()
@@ -186,17 +194,28 @@ def train_eval(variant: str, layers: Optional[list[int]], data: Data, seed: int,
         lr_scheduler_type="linear", warmup_steps=budget.warmup, weight_decay=0.0, seed=seed, data_seed=seed,
         save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
         use_cpu=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=targs, train_dataset=data.train,
-                      data_collator=DataCollatorWithPadding(data.tokenizer),
-                      callbacks=callbacks + ([Curve()] if curve_every else []), optimizers=(optimizer, None))
+    collate, train, kd, extra = DataCollatorWithPadding(data.tokenizer), data.train, {}, {}
+    if "kd" in options:  # distillation from the dense model of this seed (scripts/_distill.py)
+        import _distill as D
+
+        teacher = D.teacher_logits(data, seed, budget, fit)
+        train = data.train.add_column(D.COLUMN, teacher["logits"])
+        collate, trainer_cls = D.collator(collate), D.KDTrainer
+        kd = {"temperature": float(options["kd"])}
+        extra = {"teacher_accuracy": teacher["accuracy"], "kd_alpha": D.ALPHA}
+        targs.remove_unused_columns = False
+    else:
+        trainer_cls = Trainer
+    trainer = trainer_cls(model=model, args=targs, train_dataset=train, data_collator=collate,
+                          callbacks=callbacks + ([Curve()] if curve_every else []), optimizers=(optimizer, None), **kd)
     t0 = time.perf_counter()
     out = trainer.train()
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     summary = evaluate(model, data)
     eval_s = time.perf_counter() - t0
-    return {"dataset": data.name, "variant": variant, "layers": list(layers or []), "seed": seed,
+    return model, {"dataset": data.name, "variant": variant, "layers": list(layers or []), "seed": seed,
             "accuracy": summary, "majority_rate": data.majority, "train_loss": float(out.training_loss),
             "steps": int(out.global_step), "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
             "build_seconds": round(build_s, 1), "parameters": report, "curve": curve,
-            "load_average": os.getloadavg()[0]}
+            "load_average": os.getloadavg()[0], **extra}

@@ -41,6 +41,11 @@ def merge_block_sets(old: list[list[int]], new: list[list[int]]) -> list[list[in
     return [list(b) for b in sorted({tuple(b) for b in old + new}, key=lambda b: (len(b), b))]
 
 
+def is_dense(variant: str) -> bool:
+    """``dense`` and its options (``dense+kd=2``) do not depend on the block set."""
+    return M.parse_variant(variant)[0] == "dense"
+
+
 def key(ds: str, variant: str, blocks: Optional[list[int]], seed: int) -> str:
     return f"{ds}|{variant}|{C.layers_key(blocks)}|{seed}"
 
@@ -87,10 +92,13 @@ def markdown(payload: dict) -> str:
             header = ["variant"] + [C.layers_key(b) for b in payload["block_sets"]]
             rows = []
             for variant in payload["variants"]:
-                if variant == "dense":
-                    rows.append(["dense"] + [fmt(cells(payload, ds, "dense", None))] + [""] * (len(header) - 2))
+                if is_dense(variant):
+                    rows.append([variant] + [fmt(cells(payload, ds, variant, None))] + [""] * (len(header) - 2))
                     continue
                 rows.append([variant] + [fmt(cells(payload, ds, variant, b)) for b in payload["block_sets"]])
+            teachers = {r["seed"]: r["teacher_accuracy"] for r in runs if "teacher_accuracy" in r}
+            if teachers:  # the dense runs the +kd variants distil from (scripts/_distill.py)
+                rows.append(["dense (teacher of `+kd`)", fmt(list(teachers.values()))] + [""] * (len(header) - 2))
             out.append(C.md_table(header, rows))
             secs = sum(r["train_seconds"] + r["eval_seconds"] for r in runs)
             loads = [r["load_average"] for r in runs]
@@ -132,7 +140,7 @@ def plot(payload: dict, path: str) -> None:
     ncols = 2 if any(d in curves for d in datasets) else 1
     fig, axes = plt.subplots(len(datasets), ncols, figsize=(12 + 5 * (ncols - 1), 4.2 * len(datasets)),
                              squeeze=False, gridspec_kw={"width_ratios": [12, 5][:ncols]})
-    variants = [v for v in payload["variants"] if v != "dense"]
+    variants = [v for v in payload["variants"] if not is_dense(v)]
     for row, ds in enumerate(datasets):
         ax = axes[row, 0]
         runs = [r for r in payload["runs"].values() if r["dataset"] == ds]
@@ -217,8 +225,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             write(payload, args.out, png=False)
             print(f"{ds} dense curve: {rec['curve']}", flush=True)
             continue
-        plan = [(v, None if v == "dense" else b, s) for s in args.seeds for v in args.variants
-                for b in ([None] if v == "dense" else block_sets)]
+        plan = [(v, None if is_dense(v) else b, s) for s in args.seeds for v in args.variants
+                for b in ([None] if is_dense(v) else block_sets)]
         for variant, blocks, seed in plan:
             k = key(ds, variant, blocks, seed)
             if k in payload["runs"]:

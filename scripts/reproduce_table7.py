@@ -92,7 +92,7 @@ def run_one(ds: str, layers: Optional[list[int]], rule: Optional[str], noise: Op
     test_acc = C.evaluate_ffn(model, test, k)
     return {"dataset": ds, "layers": list(layers or []), "rule": rule, "noise": noise, "seed": seed,
             "train_accuracy": train_acc, "test_accuracy": test_acc, "num_samples": k, "parameters": report,
-            "eval_seconds": time.perf_counter() - t0, **rec}
+            "eval_seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(), **rec}
 
 
 def _droppable(layers: list[int]) -> bool:

@@ -233,7 +233,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                         source = "trained here"
                     cells.setdefault(f"{method}|{lk}", []).append(
                         {"seed": seed, "accuracies": [run["test_accuracy"]], "source": source,
-                         "train_accuracy": run["train_accuracy"]})
+                         "train_accuracy": run["train_accuracy"], "threads": run.get("threads")})
                 payload["updated"] = C.utc_now()
                 payload["elapsed_seconds"] = time.perf_counter() - t_start
                 write_outputs(payload, args.out_dir, args.name, png=False)

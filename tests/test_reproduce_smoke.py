@@ -68,6 +68,7 @@ def test_table7_smoke(tmp_path, synthetic_vision):
         expected = 1 if r["noise"] in (None, "seeded") else 3
         assert r["num_samples"] == expected
         assert r["steps"] == 8  # 256 examples / batch 32, 1 epoch
+        assert r["threads"] == torch.get_num_threads()  # reduction order differs between thread counts
     assert runs["mnist|4,6|gdu|resample|0"]["parameters"]["gaussian_parameters"] == 2 * 512
     md = (tmp_path / "table7.md").read_text()
     assert "WDU / seeded" in md and "| 4,6 | GDU / resample | 96.58 | 95.60 |" in md  # paper beside ours
@@ -86,6 +87,7 @@ def test_table8_smoke(tmp_path, synthetic_vision):
     assert set(cells) == {f"{m}|{k}" for m in T8.METHODS for k in ("6", "5,7")}
     assert len(cells["random|6"][0]["accuracies"]) == 3  # --random-draws in smoke
     assert all(c["source"] == "trained here" for c in cells["gdu|6"] + cells["gdu-seeded|6"])  # no table7.json in tmp_path
+    assert all(c["threads"] == torch.get_num_threads() for c in cells["gdu|6"] + cells["backprop-seeded|6"])
     assert "paper remove" in (tmp_path / "table8.md").read_text()
     assert (tmp_path / "table8.png").stat().st_size > 1000
 
@@ -199,3 +201,67 @@ def test_cnn_offline_collects_the_cli_runs_into_one_table(tmp_path):
     assert "| dense | 81.00 ± 1.41 | 2 |" in md
     assert "| Gaussian (gdu/seeded) | 80.00 ± 1.41 | 2 | 640 |" in md
     assert "| drop | 82.00 ± 1.41 | 2 |" in md and "| lowrank |" not in md  # rows only for runs that exist
+
+
+@pytest.mark.parametrize("alpha, teacher_is_student, expected", [
+    (0.0, False, "ce"),          # no distillation: plain cross-entropy
+    (1.0, True, 0.0),            # the student is the teacher: nothing to distil
+    (0.5, False, "formula"),     # the written-out formula
+])
+def test_kd_loss(alpha, teacher_is_student, expected):
+    if SCRIPTS not in sys.path:
+        sys.path.insert(0, SCRIPTS)
+    import _distill as D
+
+    gen = torch.Generator().manual_seed(3)
+    student, labels = torch.randn(6, 3, generator=gen), torch.tensor([0, 1, 2, 2, 1, 0])
+    teacher = student.clone() if teacher_is_student else torch.randn(6, 3, generator=gen)
+    got = D.kd_loss(student, teacher, labels, temperature=2.0, alpha=alpha)
+    ce = torch.nn.functional.cross_entropy(student, labels)
+    if expected == "ce":
+        want = ce
+    elif expected == "formula":
+        p_t = torch.softmax(teacher / 2, -1)
+        kl = (p_t * (p_t.log() - torch.log_softmax(student / 2, -1))).sum(-1).mean()
+        want = 0.5 * ce + 0.5 * 4 * kl
+    else:
+        want = torch.tensor(expected)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_table2_baselines_distilled_variants_smoke(tmp_path, monkeypatch):
+    """``+kd=T`` trains against the dense run of the same seed: the teacher is that run (same accuracy), it is
+    trained once and cached, and ``dense+kd`` is one row like ``dense``."""
+    from isogauss_hf.tasks import asset_report
+
+    report = asset_report()
+    missing = [k for k in ("minilm", "tweets") if not report.get(k)]
+    if missing:
+        pytest.skip(f"offline assets not installed: {missing}")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setenv("ISOGAUSS_TEACHER_CACHE", str(tmp_path / "teachers"))
+    T2 = load_script("reproduce_table2_baselines")
+    out = str(tmp_path / "kd")
+    T2.main(["--smoke", "--datasets", "tweets", "--seeds", "0", "--blocks", "5", "--variants", "dense", "dense+kd=2",
+             "drop+kd=2", "--out", out])
+    runs = json.loads((tmp_path / "kd.json").read_text())["runs"]
+    assert set(runs) == {"tweets|dense|base|0", "tweets|dense+kd=2|base|0", "tweets|drop+kd=2|5|0"}
+    dense = runs["tweets|dense|base|0"]["accuracy"]["accuracy"]
+    assert runs["tweets|drop+kd=2|5|0"]["teacher_accuracy"] == dense
+    assert runs["tweets|drop+kd=2|5|0"]["kd_alpha"] == 0.5
+    assert runs["tweets|dense+kd=2|base|0"]["train_loss"] != runs["tweets|dense|base|0"]["train_loss"]
+    assert len(os.listdir(tmp_path / "teachers")) == 1
+    assert f"| dense (teacher of `+kd`) | {100 * dense:.2f} (n=1) |" in (tmp_path / "kd.md").read_text()
+    import _minilm as M
+
+    calls, fit = [], M.fit
+
+    def counted(variant, *a, **k):
+        calls.append(variant)
+        return fit(variant, *a, **k)
+
+    monkeypatch.setattr(M, "fit", counted)  # a new student run finds the teacher in the cache
+    T2.main(["--smoke", "--datasets", "tweets", "--seeds", "0", "--blocks", "5", "--variants", "lowrank+kd=2",
+             "--out", out])
+    assert calls == ["lowrank+kd=2"]
+    assert json.loads((tmp_path / "kd.json").read_text())["runs"]["tweets|lowrank+kd=2|5|0"]["teacher_accuracy"] == dense
