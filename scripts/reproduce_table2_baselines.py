@@ -46,6 +46,14 @@ def is_dense(variant: str) -> bool:
     return M.parse_variant(variant)[0] == "dense"
 
 
+TEACHER = "dense (teacher of `+kd`)"
+
+
+def teacher_cells(runs: list[dict]) -> list[float]:
+    """Accuracy of the dense runs the ``+kd`` variants distil from (scripts/_distill.py), one per seed."""
+    return list({r["seed"]: r["teacher_accuracy"] for r in runs if "teacher_accuracy" in r}.values())
+
+
 def key(ds: str, variant: str, blocks: Optional[list[int]], seed: int) -> str:
     return f"{ds}|{variant}|{C.layers_key(blocks)}|{seed}"
 
@@ -96,9 +104,9 @@ def markdown(payload: dict) -> str:
                     rows.append([variant] + [fmt(cells(payload, ds, variant, None))] + [""] * (len(header) - 2))
                     continue
                 rows.append([variant] + [fmt(cells(payload, ds, variant, b)) for b in payload["block_sets"]])
-            teachers = {r["seed"]: r["teacher_accuracy"] for r in runs if "teacher_accuracy" in r}
-            if teachers:  # the dense runs the +kd variants distil from (scripts/_distill.py)
-                rows.append(["dense (teacher of `+kd`)", fmt(list(teachers.values()))] + [""] * (len(header) - 2))
+            teachers = teacher_cells(runs)
+            if teachers:
+                rows.append([TEACHER, fmt(teachers)] + [""] * (len(header) - 2))
             out.append(C.md_table(header, rows))
             secs = sum(r["train_seconds"] + r["eval_seconds"] for r in runs)
             loads = [r["load_average"] for r in runs]
@@ -158,9 +166,11 @@ def plot(payload: dict, path: str) -> None:
                 errs.append(100 * statistics.stdev(vals) if len(vals) > 1 else 0)
             xs = [j + (i - len(variants) / 2) * width for j in range(len(payload["block_sets"]))]
             ax.bar(xs, means, width, yerr=errs, label=v)
-        dense = cells(payload, ds, "dense", None)
-        if dense:
-            ax.axhline(100 * statistics.mean(dense), color="k", lw=1.5, label="dense")
+        lines = [(v, cells(payload, ds, v, None)) for v in payload["variants"] if is_dense(v)]
+        if not cells(payload, ds, "dense", None):  # the +kd runs' teachers are the dense runs
+            lines.append((TEACHER, teacher_cells(runs)))
+        for (label, vals), style in zip([line for line in lines if line[1]], ("-", "--", "-.", ":")):
+            ax.axhline(100 * statistics.mean(vals), color="k", lw=1.5, ls=style, label=label)
         ax.axhline(100 * runs[0]["majority_rate"], color="grey", ls=":", label="majority class")
         ax.set_xticks(range(len(payload["block_sets"])), [C.layers_key(b) for b in payload["block_sets"]])
         ax.set_ylabel("test accuracy %")

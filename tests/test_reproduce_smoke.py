@@ -252,6 +252,7 @@ def test_table2_baselines_distilled_variants_smoke(tmp_path, monkeypatch):
     assert runs["tweets|dense+kd=2|base|0"]["train_loss"] != runs["tweets|dense|base|0"]["train_loss"]
     assert len(os.listdir(tmp_path / "teachers")) == 1
     assert f"| dense (teacher of `+kd`) | {100 * dense:.2f} (n=1) |" in (tmp_path / "kd.md").read_text()
+    assert (tmp_path / "kd.png").stat().st_size > 1000
     import _minilm as M
 
     calls, fit = [], M.fit
