@@ -193,7 +193,7 @@ def fit(variant: str, layers: Optional[list[int]], data: Data, seed: int, budget
         per_device_train_batch_size=budget.batch_size, num_train_epochs=budget.epochs, learning_rate=budget.lr,
         lr_scheduler_type="linear", warmup_steps=budget.warmup, weight_decay=0.0, seed=seed, data_seed=seed,
         save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
-        use_cpu=True, dataloader_num_workers=0)
+        use_cpu=True, dataloader_num_workers=0, remove_unused_columns="kd" not in options)  # kd: teacher column
     collate, train, kd, extra = DataCollatorWithPadding(data.tokenizer), data.train, {}, {}
     if "kd" in options:  # distillation from the dense model of this seed (scripts/_distill.py)
         import _distill as D
@@ -203,7 +203,6 @@ def fit(variant: str, layers: Optional[list[int]], data: Data, seed: int, budget
         collate, trainer_cls = D.collator(collate), D.KDTrainer
         kd = {"temperature": float(options["kd"])}
         extra = {"teacher_accuracy": teacher["accuracy"], "kd_alpha": D.ALPHA}
-        targs.remove_unused_columns = False
     else:
         trainer_cls = Trainer
     trainer = trainer_cls(model=model, args=targs, train_dataset=train, data_collator=collate,
