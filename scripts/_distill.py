@@ -56,18 +56,6 @@ def collator(pad: Callable[[list[dict]], dict]) -> Callable[[list[dict]], dict]:
     return collate
 
 
-@torch.no_grad()
-def logits_of(model, data, batch_size: int = 64) -> list[list[float]]:
-    """The model's logits on every training example, in the split's order (eval mode, padded batches)."""
-    model.eval()
-    out: list[list[float]] = []
-    for start in range(0, len(data.train), batch_size):
-        rows = [data.train[i] for i in range(start, min(start + batch_size, len(data.train)))]
-        batch = data.tokenizer.pad([{k: v for k, v in r.items() if k != "label"} for r in rows], return_tensors="pt")
-        out += model(**batch).logits.float().tolist()
-    return out
-
-
 def cache_path(data, seed: int, budget: Any) -> str:
     settings = json.dumps({"dataset": data.name, "seed": seed, "budget": budget.__dict__,
                            "train": len(data.train)}, sort_keys=True)
@@ -76,14 +64,12 @@ def cache_path(data, seed: int, budget: Any) -> str:
     return os.path.join(root, f"{data.name}-seed{seed}-{tag}.pt")
 
 
-def teacher_logits(data, seed: int, budget: Any, fit: Callable) -> dict[str, Any]:
-    """``{"logits": [...], "accuracy": ...}`` of the dense teacher; ``fit(variant, layers, data, seed, budget)``
-    returns ``(model, record)`` and trains it when the cache has no entry."""
-    path = cache_path(data, seed, budget)
+def cached(path: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The teacher entry (``{"logits": [...], "accuracy": ...}``) stored at ``path``, or ``compute()`` stored there
+    first (written atomically, so an interrupted run leaves no partial entry)."""
     if os.path.exists(path):
         return torch.load(path)
-    model, rec = fit("dense", None, data, seed, budget)
-    entry = {"logits": logits_of(model, data), "accuracy": rec["accuracy"]["accuracy"]}
+    entry = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     torch.save(entry, tmp)

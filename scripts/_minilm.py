@@ -143,15 +143,28 @@ def evaluate(model, data: Data, batch_size: int = 64) -> dict[str, Any]:
     """Accuracy with a Wilson 95 % interval; an IsoGaussModel averages its resample draws."""
     from isogauss_hf.evaluation import accuracy_summary
 
+    order = sorted(range(len(data.test)), key=lambda i: len(data.test[i]["input_ids"]))  # little padding
+    preds = split_logits(model, data.test, data.tokenizer, order, batch_size).argmax(-1).tolist()
+    return accuracy_summary(preds, [data.test[i]["label"] for i in order]).to_dict()
+
+
+@torch.no_grad()
+def split_logits(model, split, tokenizer, order: Optional[list[int]] = None, batch_size: int = 64) -> torch.Tensor:
+    """The model's logits (eval mode, padded batches) on the rows of ``split`` in ``order`` (default: as stored)."""
     model.eval()
-    order = sorted(range(len(data.test)), key=lambda i: len(data.test[i]["input_ids"]))
-    preds, labels = [], []
+    order = list(range(len(split))) if order is None else order
+    out = []
     for start in range(0, len(order), batch_size):
-        rows = [data.test[i] for i in order[start:start + batch_size]]
-        labels += [r["label"] for r in rows]
-        batch = data.tokenizer.pad([{k: v for k, v in r.items() if k != "label"} for r in rows], return_tensors="pt")
-        preds += model(**batch).logits.argmax(-1).tolist()
-    return accuracy_summary(preds, labels).to_dict()
+        rows = [split[i] for i in order[start:start + batch_size]]
+        batch = tokenizer.pad([{k: v for k, v in r.items() if k != "label"} for r in rows], return_tensors="pt")
+        out.append(model(**batch).logits.float())
+    return torch.cat(out)
+
+
+def _teacher(data: Data, seed: int, budget: Budget) -> dict[str, Any]:
+    """The dense run of this seed (the table's ``dense`` cell) and its logits on the training split."""
+    model, rec = fit("dense", None, data, seed, budget)
+    return {"logits": split_logits(model, data.train, data.tokenizer).tolist(), "accuracy": rec["accuracy"]["accuracy"]}
 
 
 def train_eval(variant: str, layers: Optional[list[int]], data: Data, seed: int, budget: Budget,
@@ -198,7 +211,7 @@ def fit(variant: str, layers: Optional[list[int]], data: Data, seed: int, budget
     if "kd" in options:  # distillation from the dense model of this seed (scripts/_distill.py)
         import _distill as D
 
-        teacher = D.teacher_logits(data, seed, budget, fit)
+        teacher = D.cached(D.cache_path(data, seed, budget), lambda: _teacher(data, seed, budget))
         train = data.train.add_column(D.COLUMN, teacher["logits"])
         collate, trainer_cls = D.collator(collate), D.KDTrainer
         kd = {"temperature": float(options["kd"])}
