@@ -76,6 +76,16 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def write_outputs(base: str, payload: dict[str, Any], markdown: Callable[[dict[str, Any]], str],
+                  plot: Optional[Callable[[dict[str, Any], str], None]] = None) -> None:
+    """``base``.json (atomically) and ``base``.md from ``markdown(payload)``; ``base``.png from ``plot`` when it is
+    given (pass ``None`` while runs are still coming: plotting costs seconds on a loaded machine)."""
+    write_json(base + ".json", payload)
+    write_text(base + ".md", markdown(payload))
+    if plot is not None:
+        plot(payload, base + ".png")
+
+
 def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: Optional[str] = None) -> str:
     """A GitHub markdown table; ``align`` is one char per column ('l' or 'r'), default l then r."""
     header = list(header)

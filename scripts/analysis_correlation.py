@@ -268,9 +268,7 @@ def plot(payload: dict[str, Any], path: str) -> None:
 
 def write_outputs(payload: dict[str, Any], out_dir: str, name: str) -> None:
     payload["analysis"] = analyse(payload)
-    C.write_json(os.path.join(out_dir, f"{name}.json"), payload)
-    C.write_text(os.path.join(out_dir, f"{name}.md"), markdown(payload))
-    plot(payload, os.path.join(out_dir, f"{name}.png"))
+    C.write_outputs(os.path.join(out_dir, name), payload, markdown, plot)
 
 
 def _table_runs(table: dict, ds: str, variant: str, seeds: list[int]) -> dict[str, list[float]]:

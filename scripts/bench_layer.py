@@ -28,7 +28,6 @@ to ``dense`` from the same run, both as ratio of medians and as median of per-re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,9 @@ from isogauss_hf import functional as fn
 from isogauss_hf import _runtime, set_compile
 from isogauss_hf.layers import IsoGaussConv2d, IsoGaussLinear
 from isogauss_hf.noise import NOISE_BLOCK_ROWS, derive_seed
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _repro_common as C  # noqa: E402
 
 FULL_SHAPES = [(768, 768), (3072, 768), (768, 3072), (4096, 1024)]
 SMOKE_SHAPES = [(64, 32), (32, 64)]
@@ -389,14 +391,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "results": results,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    md = render_markdown(report)
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-        f.write(md)
-    print(md)
+    C.write_outputs(args.out, report, render_markdown)
+    print(render_markdown(report))
     return report
 
 

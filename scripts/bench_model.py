@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import statistics
 import sys
@@ -42,6 +41,9 @@ import torch
 from isogauss_hf import IsoGaussConfig, get_isogauss_model
 from isogauss_hf._runtime import release_workspace
 from isogauss_hf import set_compile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _repro_common as C  # noqa: E402
 
 BLOCK_SETS = {1: [12], 3: [4, 8, 12], 6: [2, 4, 6, 8, 10, 12]}
 
@@ -417,14 +419,8 @@ def main(argv=None) -> dict:
                           "gc + malloc_trim; resident = RSS growth from building the model + one warm-up forward)"),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    md = render_markdown(report)
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-        f.write(md)
-    print(md)
+    C.write_outputs(args.out, report, render_markdown)
+    print(render_markdown(report))
     return report
 
 

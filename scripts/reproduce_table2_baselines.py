@@ -184,10 +184,7 @@ def plot(payload: dict, path: str) -> None:
 
 
 def write(payload: dict, out: str, png: bool) -> None:
-    C.write_json(out + ".json", payload)
-    C.write_text(out + ".md", markdown(payload))
-    if png:
-        plot(payload, out + ".png")
+    C.write_outputs(out, payload, markdown, plot if png else None)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -136,10 +136,7 @@ def settings_of(args, dataset: str) -> dict[str, Any]:
 
 def write_outputs(payload: dict[str, Any], out_dir: str, name: str, png: bool = True) -> None:
     """JSON and markdown; the PNG too when ``png`` (plotting costs seconds on a loaded machine)."""
-    C.write_json(os.path.join(out_dir, f"{name}.json"), payload)
-    C.write_text(os.path.join(out_dir, f"{name}.md"), markdown(payload))
-    if png:
-        plot(payload, os.path.join(out_dir, f"{name}.png"))
+    C.write_outputs(os.path.join(out_dir, name), payload, markdown, plot if png else None)
 
 
 def _cols() -> list[tuple[str, Optional[list[int]], Optional[str]]]:
@@ -209,7 +206,6 @@ def markdown(payload: dict[str, Any]) -> str:
 
 def plot(payload: dict[str, Any], path: str) -> None:
     pyplot = C.plt()
-    cols = _cols()
     fig, axes = pyplot.subplots(1, len(payload["datasets"]), figsize=(6 * len(payload["datasets"]), 4), squeeze=False)
     for ax, ds in zip(axes[0], payload["datasets"]):
         base = payload["runs"].get(run_key(ds, None, None))

@@ -204,10 +204,7 @@ def plot(payload: dict[str, Any], path: str) -> None:
 
 def write_outputs(payload: dict[str, Any], out_dir: str, name: str, png: bool = True) -> None:
     """JSON and markdown; the PNG too when ``png`` (plotting costs seconds on a loaded machine)."""
-    C.write_json(os.path.join(out_dir, f"{name}.json"), payload)
-    C.write_text(os.path.join(out_dir, f"{name}.md"), markdown(payload))
-    if png:
-        plot(payload, os.path.join(out_dir, f"{name}.png"))
+    C.write_outputs(os.path.join(out_dir, name), payload, markdown, plot if png else None)
 
 
 def build_parser(doc: str, default_name: str) -> argparse.ArgumentParser:

@@ -28,7 +28,6 @@ def _gap(model, dense, batches):
 
 @pytest.mark.parametrize("rule,noise", [("gdu", "seeded"), ("backprop", "seeded"), ("wdu", "resample")])
 def test_calibration_lowers_the_unit_error_and_restores_each_layer_rule(rule, noise):
-    dense = _bert().eval()
     model = _bert()
     config = IsoGaussConfig(layers=[2], rule=rule, noise=noise, seed=3)
     units = keep_dense_units(model, config)

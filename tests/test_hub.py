@@ -7,7 +7,6 @@ preupload, commit) and for snapshot_download (revision info, tree, resolve), and
 import base64
 import hashlib
 import json
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse

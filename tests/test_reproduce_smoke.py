@@ -266,3 +266,31 @@ def test_table2_baselines_distilled_variants_smoke(tmp_path, monkeypatch):
              "--out", out])
     assert calls == ["lowrank+kd=2"]
     assert json.loads((tmp_path / "kd.json").read_text())["runs"]["tweets|lowrank+kd=2|5|0"]["teacher_accuracy"] == dense
+
+
+@pytest.mark.parametrize("x, y, rho, p", [
+    ([1, 2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60], 1.0, 2 / 720),  # only the identity and its reverse reach |rho| = 1
+    ([1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1], -1.0, 2 / 720),
+    ([1, 2, 3], [1, 1, 2], 1.5 / 3 ** 0.5, 4 / 6),  # ties share the mean rank (1.5, 1.5, 3)
+    ([1, 2, 3], [5, 5, 5], None, None),  # a constant score has no rank correlation
+])
+def test_analysis_correlation_spearman_and_exact_p(x, y, rho, p):
+    A = load_script("analysis_correlation")
+    got = A.spearman(x, y)
+    assert got == pytest.approx(rho) if rho is not None else got is None
+    got_p = A.permutation_p(x, y)
+    assert got_p == pytest.approx(p) if p is not None else got_p is None
+
+
+def test_analysis_correlation_report_only_recomputes_the_committed_analysis(tmp_path):
+    """--report-only trains nothing: the analysis, table and plot come from the runs in the JSON alone."""
+    committed = json.loads(open(os.path.join(os.path.dirname(SCRIPTS), "results", "analysis_correlation.json")).read())
+    stripped = {k: v for k, v in committed.items() if k != "analysis"}
+    (tmp_path / "corr.json").write_text(json.dumps(stripped))
+    load_script("analysis_correlation").main(["--report-only", "--out-dir", str(tmp_path), "--name", "corr"])
+    assert json.loads((tmp_path / "corr.json").read_text())["analysis"] == committed["analysis"]
+    md = (tmp_path / "corr.md").read_text()
+    assert "removal_loss" in md and committed["analysis"]["recommended_score"] in md
+    assert (tmp_path / "corr.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="does not exist"):
+        load_script("analysis_correlation").main(["--report-only", "--out-dir", str(tmp_path), "--name", "absent"])
