@@ -116,16 +116,13 @@ def run_one(dataset: str, layers: Optional[list[int]], rule: Optional[str], args
 @torch.no_grad()
 def evaluate(model, test, tokenizer, batch_size: int = 32) -> float:
     """Accuracy; an IsoGaussModel in eval mode averages logits over its ``num_samples`` draws."""
-    model.eval()
+    from _minilm import split_logits
+
     order = sorted(range(len(test)), key=lambda i: len(test[i]["input_ids"]))  # little padding
-    correct = 0
-    for start in range(0, len(order), batch_size):
-        rows = [test[i] for i in order[start : start + batch_size]]
-        labels = torch.tensor([r["label"] for r in rows])
-        batch = tokenizer.pad([{k: v for k, v in r.items() if k != "label"} for r in rows], return_tensors="pt")
-        logits = model(**batch).logits
-        correct += int((logits.argmax(-1) == labels).sum())
-    return correct / max(len(order), 1)
+    if not order:
+        return 0.0
+    preds = split_logits(model, test, tokenizer, order, batch_size).argmax(-1)
+    return int((preds == torch.tensor([test[i]["label"] for i in order])).sum()) / len(order)
 
 
 def settings_of(args, dataset: str) -> dict[str, Any]:
