@@ -4,7 +4,9 @@ For each dataset, block set and seed, one fine-tuning run per variant (see ``scr
 ``dense``; the baselines ``drop`` (blocks removed), ``lowrank`` (rank-2 factors = the same parameter budget),
 ``frozen`` (Gaussian layers at their initial fit); and Gaussian blocks learned by ``gdu`` / ``wdu`` /
 ``backprop`` with ``seeded`` or ``resample`` noise. Cells are test accuracy, mean ± std over seeds; the
-markdown also gives the majority-class rate and the 95 % Wilson half-width of one run on that test set.
+markdown also gives the majority-class rate and the 95 % Wilson half-width of one run on that test set, and pairs
+every Gaussian variant with dense, drop and lowrank seed by seed (the mean difference, on how many seeds it is
+above, and an exact sign-flip p-value), since one run's interval is wider than most differences in the table.
 
     python scripts/reproduce_table2_baselines.py --datasets tweets --seeds 0 1 2
     python scripts/reproduce_table2_baselines.py --curve tweets      # the dense learning curve
@@ -63,6 +65,55 @@ def cells(payload: dict, ds: str, variant: str, blocks) -> list[float]:
             if r["dataset"] == ds and r["variant"] == variant and C.layers_key(r["layers"] or None) == C.layers_key(blocks)]
 
 
+#: What every Gaussian variant is compared with, seed by seed (``paired_rows``).
+REFERENCES = ("dense", "drop", "lowrank")
+#: Options that change the training of every variant alike, so a baseline is compared with the same ones.
+SHARED_OPTIONS = ("kd",)
+MIN_PAIRED_SEEDS = 3
+
+
+def per_seed(payload: dict, ds: str, variant: str, blocks) -> dict[int, dict]:
+    return {r["seed"]: r for r in payload["runs"].values()
+            if r["dataset"] == ds and r["variant"] == variant and C.layers_key(r["layers"] or None) == C.layers_key(blocks)}
+
+
+def reference_variant(variant: str, reference: str) -> str:
+    """``reference`` with the options of ``variant`` that apply to every variant: gdu/seeded+calib=200+kd=2 and
+    drop give drop+kd=2. The dense reference is always the plain dense run (a ``+kd`` run's teacher)."""
+    if reference == "dense":
+        return "dense"
+    kept = [o for o in variant.split("+")[1:] if o.partition("=")[0] in SHARED_OPTIONS]
+    return "+".join([reference, *kept])
+
+
+def paired_rows(payload: dict, ds: str) -> list[list[str]]:
+    """Per Gaussian variant and block set with >= MIN_PAIRED_SEEDS seeds shared with a reference: the mean and std of
+    the seed-paired differences (points), on how many seeds the variant is above, and the exact sign-flip p-value."""
+    rows = []
+    for variant in payload["variants"]:
+        if M.parse_variant(variant)[0] in REFERENCES:
+            continue
+        for blocks in payload["block_sets"]:
+            mine = per_seed(payload, ds, variant, blocks)
+            if len(mine) < MIN_PAIRED_SEEDS:
+                continue
+            for ref in REFERENCES:
+                name = reference_variant(variant, ref)
+                theirs = {s: r["accuracy"]["accuracy"]
+                          for s, r in per_seed(payload, ds, name, None if ref == "dense" else blocks).items()}
+                if ref == "dense":  # the teacher of a +kd run is the plain dense run of its seed
+                    theirs.update({s: r["teacher_accuracy"] for s, r in mine.items()
+                                   if "teacher_accuracy" in r and s not in theirs})
+                seeds = sorted(set(mine) & set(theirs))
+                if len(seeds) < MIN_PAIRED_SEEDS:
+                    continue
+                diffs = [100 * (mine[s]["accuracy"]["accuracy"] - theirs[s]) for s in seeds]
+                mean, std = C.mean_std(diffs)
+                rows.append([variant, C.layers_key(blocks), name, str(len(seeds)), f"{mean:+.2f} ± {std:.2f}",
+                             f"{sum(d > 0 for d in diffs)} / {len(diffs)}", f"{C.sign_flip_p(diffs):.3f}"])
+    return rows
+
+
 def fmt(values: list[float]) -> str:
     if not values:
         return "not run"
@@ -108,6 +159,13 @@ def markdown(payload: dict) -> str:
             if teachers:
                 rows.append([TEACHER, fmt(teachers)] + [""] * (len(header) - 2))
             out.append(C.md_table(header, rows))
+            paired = paired_rows(payload, ds)
+            if paired:
+                out.append(f"\nSeed-paired differences (points: variant minus reference on the same seeds, mean ± std; "
+                           f"rows with at least {MIN_PAIRED_SEEDS} shared seeds). p: exact two-sided sign-flip test "
+                           "of a zero mean difference; with n seeds it cannot go below 2 / 2^n (3 seeds: 0.25).\n")
+                out.append(C.md_table(["variant", "blocks", "reference", "seeds", "difference", "above on", "p"],
+                                      paired, align="lllrrrr"))
             secs = sum(r["train_seconds"] + r["eval_seconds"] for r in runs)
             loads = [r["load_average"] for r in runs]
             out.append(f"\n{len(runs)} runs, {secs / 3600:.2f} h of training + evaluation; 1-minute load average "

@@ -5,6 +5,7 @@ test_tasks_assets.py and parsing the npm digits takes tens of seconds); the Mini
 offline model and corpora and is skipped when those assets are not installed.
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -294,3 +295,51 @@ def test_analysis_correlation_report_only_recomputes_the_committed_analysis(tmp_
     assert (tmp_path / "corr.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="does not exist"):
         load_script("analysis_correlation").main(["--report-only", "--out-dir", str(tmp_path), "--name", "absent"])
+
+
+@pytest.mark.parametrize("diffs, expected", [
+    ([1.0, 2.0, 3.0], 2 / 8),  # all positive: only all-plus and all-minus are as extreme
+    ([1.0, -1.0, 2.0, 0.5], 8 / 16),  # |sum| 2.5: the patterns flipping 1.0 and -1.0 together, or neither, ...
+    ([0.0, 0.0], 1.0),  # no difference at all: every pattern is as extreme
+    ([], None),
+    ([1.0] * 17, None),  # beyond exact enumeration
+])
+def test_sign_flip_p(diffs, expected):
+    if SCRIPTS not in sys.path:
+        sys.path.insert(0, SCRIPTS)
+    import _repro_common as C
+
+    got = C.sign_flip_p(diffs)
+    assert got == pytest.approx(expected) if expected is not None else got is None
+
+
+def _run(variant, blocks, seed, acc, **extra):
+    return {"dataset": "tweets", "variant": variant, "layers": blocks, "seed": seed, "accuracy": {"accuracy": acc},
+            "majority_rate": 0.43, "train_seconds": 1.0, "eval_seconds": 1.0, "load_average": 1.0, **extra}
+
+
+def test_table2_baselines_pairs_each_gaussian_run_with_its_references_seed_by_seed():
+    T2 = load_script("reproduce_table2_baselines")
+    g, kd = "gdu/seeded+calib=200", "gdu/seeded+calib=200+kd=2"
+    runs = [_run("dense", None, s, 0.75 + s / 100) for s in range(3)]
+    runs += [_run(g, [5], s, 0.74 + s / 100) for s in range(3)]  # 1 point below dense on every seed
+    runs += [_run("drop", [5], s, 0.73) for s in range(4)]  # a fourth seed the Gaussian variant has not run
+    runs += [_run(kd, [5], s, 0.74 + s / 100, teacher_accuracy=0.70) for s in range(3)]
+    runs += [_run("drop+kd=2", [5], s, 0.80) for s in range(3)]  # kd variants compare with kd baselines
+    runs += [_run("lowrank", [5], s, 0.70) for s in range(2)]  # 2 shared seeds: too few for a row
+    payload = {"runs": {str(i): r for i, r in enumerate(runs)}, "block_sets": [[5]],
+               "variants": ["dense", "drop", "lowrank", g, "drop+kd=2", kd]}
+    rows = {(r[0], r[2]): r for r in T2.paired_rows(payload, "tweets")}
+    assert set(rows) == {(g, "dense"), (g, "drop"), (kd, "dense"), (kd, "drop+kd=2")}
+    assert rows[(g, "dense")][3:] == ["3", "-1.00 ± 0.00", "0 / 3", "0.250"]
+    assert rows[(g, "drop")][3:] == ["3", "+2.00 ± 1.00", "3 / 3", "0.250"]
+    assert rows[(kd, "dense")][4] == "-1.00 ± 0.00"  # the plain dense runs, not the teacher_accuracy fallback
+    assert rows[(kd, "drop+kd=2")][4] == "-5.00 ± 1.00"
+    payload["runs"] = {k: r for k, r in payload["runs"].items() if r["variant"] != "dense"}
+    rows = {(r[0], r[2]): r for r in T2.paired_rows(payload, "tweets")}
+    assert rows[(kd, "dense")][4] == "+5.00 ± 1.00"  # without dense runs: each kd run's teacher
+    assert (g, "dense") not in rows
+    payload.update(commands=["x"], datasets=["tweets"], settings={"tweets": dataclasses.asdict(T2.SMOKE)})
+    md = T2.markdown(payload)
+    assert "Seed-paired differences" in md
+    assert f"| {kd} | 5 | drop+kd=2 | 3 | -5.00 ± 1.00 | 0 / 3 | 0.250 |" in md
