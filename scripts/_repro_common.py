@@ -15,6 +15,7 @@ Nothing here touches the global RNG except :func:`seed_everything`, which the sc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -109,8 +110,6 @@ def sign_flip_p(diffs: Sequence[float]) -> Optional[float]:
     """Exact two-sided p-value of a paired comparison (sign-flip permutation test): the share of the 2^n sign
     patterns of ``diffs`` whose mean is at least as far from 0 as the observed one. ``None`` for no pairs or
     n > 16. With n pairs it is never below 2 / 2^n (3 seeds: 0.25), so few seeds cannot resolve anything."""
-    import itertools
-
     diffs = [float(d) for d in diffs]
     if not diffs or len(diffs) > 16:
         return None

@@ -60,9 +60,14 @@ def key(ds: str, variant: str, blocks: Optional[list[int]], seed: int) -> str:
     return f"{ds}|{variant}|{C.layers_key(blocks)}|{seed}"
 
 
+def per_seed(payload: dict, ds: str, variant: str, blocks) -> dict[int, dict]:
+    """The runs of one table cell (dataset, variant, block set), by seed."""
+    return {r["seed"]: r for r in payload["runs"].values()
+            if r["dataset"] == ds and r["variant"] == variant and C.layers_key(r["layers"] or None) == C.layers_key(blocks)}
+
+
 def cells(payload: dict, ds: str, variant: str, blocks) -> list[float]:
-    return [r["accuracy"]["accuracy"] for r in payload["runs"].values()
-            if r["dataset"] == ds and r["variant"] == variant and C.layers_key(r["layers"] or None) == C.layers_key(blocks)]
+    return [r["accuracy"]["accuracy"] for r in per_seed(payload, ds, variant, blocks).values()]
 
 
 #: What every Gaussian variant is compared with, seed by seed (``paired_rows``).
@@ -70,11 +75,6 @@ REFERENCES = ("dense", "drop", "lowrank")
 #: Options that change the training of every variant alike, so a baseline is compared with the same ones.
 SHARED_OPTIONS = ("kd",)
 MIN_PAIRED_SEEDS = 3
-
-
-def per_seed(payload: dict, ds: str, variant: str, blocks) -> dict[int, dict]:
-    return {r["seed"]: r for r in payload["runs"].values()
-            if r["dataset"] == ds and r["variant"] == variant and C.layers_key(r["layers"] or None) == C.layers_key(blocks)}
 
 
 def reference_variant(variant: str, reference: str) -> str:
