@@ -299,7 +299,7 @@ def test_analysis_correlation_report_only_recomputes_the_committed_analysis(tmp_
 
 @pytest.mark.parametrize("diffs, expected", [
     ([1.0, 2.0, 3.0], 2 / 8),  # all positive: only all-plus and all-minus are as extreme
-    ([1.0, -1.0, 2.0, 0.5], 8 / 16),  # |sum| 2.5: the patterns flipping 1.0 and -1.0 together, or neither, ...
+    ([1.0, -1.0, 2.0, 0.5], 8 / 16),  # |sum| 2.5: 8 of the 16 patterns reach it (sums ±2.5 twice, ±3.5, ±4.5)
     ([0.0, 0.0], 1.0),  # no difference at all: every pattern is as extreme
     ([], None),
     ([1.0] * 17, None),  # beyond exact enumeration
