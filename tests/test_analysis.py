@@ -231,10 +231,15 @@ def test_auto_k_picks_the_k_best_scores(k):
 def test_suggest_layers_end_to_end_and_bad_k():
     model = tiny_bert(layers=3)
     batches = _batches()
-    pick = suggest_layers(model, batches, 2, progress=False)  # probes the head by default
+    pick = suggest_layers(model, batches, 2, progress=False)  # the default score; probes the head by default
+    assert pick.score == "removal_loss"
+    scan = scan_blocks(model, batches, measure=("removal",), probe_head=True, progress=False)
+    expected = sorted(sorted((r.block for r in scan.blocks), key=lambda b: scan.block(b).removal_loss)[:2])
+    assert pick.blocks == expected
+    by_replacement = suggest_layers(model, batches, 2, "replacement_loss", progress=False)
     scan = scan_blocks(model, batches, measure=("replacement",), probe_head=True, progress=False)
     expected = sorted(sorted((r.block for r in scan.blocks), key=lambda b: scan.block(b).replacement_loss)[:2])
-    assert pick.blocks == expected
+    assert by_replacement.blocks == expected
     fit_pick = suggest_layers(model, None, 1, "ks", progress=False)  # a fit score needs no data
     assert len(fit_pick.blocks) == 1
     with pytest.raises(UsageError, match="4 blocks.*3"):
