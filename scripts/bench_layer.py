@@ -11,8 +11,11 @@ rows with a fixed upstream gradient:
   ``backprop``, whose gradient comes through the reparameterised draw);
 * ``.../+compile`` (with ``--compile``) GDU/WDU with the ``torch.compile`` kernels;
 * ``ref-gdu``/``ref-wdu`` (unless ``--no-reference``) the resample step written as a direct transcription
-  of the algorithms (Eq. 2 mean/var materialized, ``torch.var_mean`` statistics, serial noise): the
+  of the algorithms (Eq. 2 mean/var materialized, ``torch.var_mean`` statistics, noise drawn apart): the
   baseline the layer's fast path is compared with.
+
+``--draws`` adds, per shape, the time of one seeded draw (the portable generator against the legacy one) and of
+an inference forward of ``--eval-tokens`` rows against ``nn.Linear`` (``_bench_draws.py``).
 
 ``--aux-threads`` runs everything once per policy for the layer's own memory-bound passes
 (``isogauss_hf._runtime.AUX_THREADS``: ``auto``, ``none`` = torch's thread count, or a number).
@@ -42,9 +45,10 @@ from torch import nn
 from isogauss_hf import functional as fn
 from isogauss_hf import _runtime, set_compile
 from isogauss_hf.layers import IsoGaussConv2d, IsoGaussLinear
-from isogauss_hf.noise import NOISE_BLOCK_ROWS, derive_seed
+from isogauss_hf.noise import derive_seed, standard_normal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _bench_draws  # noqa: E402
 import _repro_common as C  # noqa: E402
 
 FULL_SHAPES = [(768, 768), (3072, 768), (768, 3072), (4096, 1024)]
@@ -79,17 +83,12 @@ class ReferenceGaussian:
         self.stats = [t.clone() for t in layer.statistics]
         self.bias = nn.Parameter(layer.bias.detach().clone())
         self.rule, self.lr, self.seed = rule, lr, 0
-        self.gen = torch.Generator(device=layer.row_mean.device)
         self.optimizer: torch.optim.Optimizer | None = None
 
     def step(self, x: torch.Tensor, gy: torch.Tensor) -> None:
         n, m = self.stats[0].shape[0], self.stats[2].shape[0]
         self.optimizer.zero_grad(set_to_none=True)
-        noise = torch.empty(n, m, device=x.device)
-        for r0 in range(0, n, NOISE_BLOCK_ROWS):  # serial, one generator
-            self.gen.manual_seed(derive_seed(self.seed, r0))
-            torch.randn(noise[r0 : r0 + NOISE_BLOCK_ROWS].shape, generator=self.gen,
-                        out=noise[r0 : r0 + NOISE_BLOCK_ROWS])
+        noise = standard_normal(derive_seed(self.seed), n, m, device=x.device)
         self.seed += 1
         mean, var = fn.eq2_distribution(*self.stats)
         w = (mean + var.sqrt() * noise).requires_grad_(True)
@@ -274,6 +273,7 @@ def render_markdown(report: dict) -> str:
                 f"{r['iqr_over_median']:.1%} | {r['ratio_to_dense']:.3f} | {r['paired_ratio_to_dense']:.3f} | "
                 f"{r['cpu_median_ms']:.1f} | {r['cpu_ratio_to_dense']:.3f} |"
             )
+    lines += _bench_draws.render(report.get("draws", []))
     lines.append("")
     return "\n".join(lines)
 
@@ -298,6 +298,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="comma list of RULE/NOISE Gaussian configurations to time")
     parser.add_argument("--aux-threads", default="auto",
                         help="comma list of policies for the layer's own passes: auto, none (torch's count) or N")
+    parser.add_argument("--draws", action="store_true",
+                        help="also time one seeded draw (portable vs legacy generator) and an inference forward")
+    parser.add_argument("--draws-reference", action="store_true",
+                        help="with --draws: also the portable generator's torch reference (slow)")
+    parser.add_argument("--eval-tokens", type=int, default=1024, help="with --draws: rows of the inference forward")
     parser.add_argument("--out", default="results/bench_layer", help="output path prefix (.json and .md are added)")
     args = parser.parse_args(argv)
 
@@ -376,6 +381,12 @@ def main(argv: list[str] | None = None) -> dict:
                         cells = "  ".join(f"{k}={v['median_ms']:.1f}ms({v['ratio_to_dense']:.2f}x,"
                                           f"cpu {v['cpu_ratio_to_dense']:.2f}x)" for k, v in summary.items())
                         print(f"[{device} {threads}t aux={policy} {label}] {cells}", flush=True)
+        draws = []
+        if args.draws:
+            _runtime.AUX_THREADS = initial_policy
+            for threads in thread_counts:
+                draws += _bench_draws.run(shapes, threads, args.eval_tokens if not args.smoke else 8, warmup,
+                                          repeats, args.draws_reference)
     finally:
         torch.set_num_threads(initial_threads)
         _runtime.AUX_THREADS = initial_policy
@@ -390,6 +401,7 @@ def main(argv: list[str] | None = None) -> dict:
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "results": results,
+        "draws": draws,
     }
     C.write_outputs(args.out, report, render_markdown)
     print(render_markdown(report))

@@ -8,10 +8,12 @@ Measured in one run, ratios against the dense model of the same run:
   4, 8, 12; 2, 4, ..., 12, 1-based as in the paper) in the ``--rules`` RULE/NOISE configurations (3 blocks
   each; 1 and 6 blocks the first, the library default). The training variants are interleaved (order
   rotated every repeat) after warm-up steps, so a slow phase of a shared machine hits all of them.
-* **evaluation** throughput (tokens/s) and memory with ``num_samples`` 1 and 10, with materialized
-  weights and with the low-memory path (``IsoGaussModel.enable_low_memory``), which rebuilds each
-  draw block by block from its seed instead of holding (or caching) the whole weight.
+* **evaluation** throughput (tokens/s) and memory with ``num_samples`` 1 and 10, with the default inference
+  (each draw rebuilt tile by tile from its seed, never kept) and with the kept draw
+  (``IsoGaussModel.disable_low_memory``).
 * **checkpoint** bytes: ``save_pretrained`` of each Gaussian model vs the dense model's safetensors.
+* **fresh** (``--fresh``): time and peak RSS with a fresh process per measurement — BERT-base shape with every
+  block Gaussian (eval and training) and GPT-2 small greedy decoding, beside dense (``_bench_fresh.py``).
 
 Memory on CPU is the process RSS (``/proc/self/statm``) sampled every millisecond by a thread:
 "peak" is the highest RSS during the measured call minus the RSS just before it (transient memory:
@@ -43,6 +45,7 @@ from isogauss_hf._runtime import release_workspace
 from isogauss_hf import set_compile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _bench_fresh  # noqa: E402
 import _repro_common as C  # noqa: E402
 
 BLOCK_SETS = {1: [12], 3: [4, 8, 12], 6: [2, 4, 6, 8, 10, 12]}
@@ -243,21 +246,23 @@ def bench_eval(args, config, device) -> dict:
     tokens = batch["input_ids"].numel()
     variants = [("dense", 0, 1, False)]
     for blocks in args.eval_blocks:
-        variants += [(f"{blocks} blocks, k=1", blocks, 1, False), (f"{blocks} blocks, k=1, low-memory", blocks, 1, True),
+        variants += [(f"{blocks} blocks, k=1", blocks, 1, False), (f"{blocks} blocks, k=1, kept draw", blocks, 1, True),
                      (f"{blocks} blocks, k={args.num_samples}", blocks, args.num_samples, False),
-                     (f"{blocks} blocks, k={args.num_samples}, low-memory", blocks, args.num_samples, True)]
+                     (f"{blocks} blocks, k={args.num_samples}, kept draw", blocks, args.num_samples, True)]
     meter = MemoryMeter(device)
     out = {}
-    for name, blocks, k, lowmem in variants:
+    for name, blocks, k, kept in variants:
         _trim()
         release_workspace()
         before = _resident(device)
         # averaging over draws applies to resample layers only (a seeded layer has its one draw)
         model = build(config, blocks, "wdu", "resample" if k > 1 else "seeded", device, num_samples=k).eval()
-        if lowmem:
+        if kept:
+            model.disable_low_memory()
+        elif blocks:
             model.enable_low_memory(args.block_rows)
         with torch.no_grad():
-            model(**inputs)  # warm-up: seeded materialized layers cache their draw here
+            model(**inputs)  # warm-up: a kept draw is made here
         resident = _resident(device) - before
         times, peaks = [], []
         with torch.no_grad():
@@ -270,7 +275,7 @@ def bench_eval(args, config, device) -> dict:
                 peaks.append(meter.peak)
         med = statistics.median(times)
         out[name] = {"median_s": med, "tokens_per_s": tokens / med, "resident_mb": resident / 2**20,
-                     "peak_forward_mb": statistics.median(peaks) / 2**20, "num_samples": k, "low_memory": lowmem,
+                     "peak_forward_mb": statistics.median(peaks) / 2**20, "num_samples": k, "kept_draw": kept,
                      "blocks": blocks, "times_s": times}
         print(f"[eval] {name}: {tokens / med:.0f} tok/s, resident {resident / 2**20:.0f} MB, "
               f"forward peak +{statistics.median(peaks) / 2**20:.0f} MB", flush=True)
@@ -319,7 +324,7 @@ def render_markdown(report: dict) -> str:
         f"- train: batch {env['batch']} x seq {env['seq']}, {env['optimizer']}, {env['warmup']} warm-up + "
         f"{env['repeats']} interleaved repeats; step = forward + backward + distribution step + optimizer step",
         f"- eval: batch {env['eval_batch']} x seq {env['seq']}, {env['eval_repeats']} repeats, seeded noise for k=1, resample noise for k>1 (seeded models evaluate their one draw), "
-        f"low-memory block {env['block_rows']} rows",
+        f"tile rows {env['block_rows'] or 'automatic'} (kept draw: the whole draw kept between forwards)",
         "- memory: " + env["memory_method"],
         "- ratio = median(variant) / median(dense) wall time; paired = median over repeats of the per-repeat ratio; "
         "CPU = process CPU time (steadier when other jobs share the cores)", "",
@@ -342,6 +347,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Checkpoint (safetensors)", "", "| variant | MB | ratio |", "|---|---:|---:|"]
     for name, r in report["checkpoint"].items():
         lines.append(f"| {name} | {r['safetensors_bytes'] / 2**20:.2f} | {r['ratio_to_dense']:.3f} |")
+    if report.get("fresh"):
+        lines += _bench_fresh.render(report["fresh"], argparse.Namespace(**report["fresh_args"]))
     lines.append("")
     return "\n".join(lines)
 
@@ -358,7 +365,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=None, help="untimed train steps per variant (default 1)")
     parser.add_argument("--eval-repeats", type=int, default=None, help="timed eval forwards (default 3; smoke 1)")
     parser.add_argument("--num-samples", type=int, default=10, help="eval draws averaged (the paper's 10)")
-    parser.add_argument("--block-rows", type=int, default=256, help="low-memory block size (multiple of 256)")
+    parser.add_argument("--block-rows", type=int, default=None, help="inference tile rows (default: automatic)")
+    parser.add_argument("--fresh", default="bert-eval,gpt2-generate,bert-train",
+                        help="fresh-process cases: comma list of bert-eval, gpt2-generate, bert-train; 'none' skips")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh-process rounds (each variant once per round)")
+    parser.add_argument("--fresh-threads", type=int, default=None, help="threads in the fresh processes")
+    parser.add_argument("--fresh-batch", type=int, default=8, help="BERT batch in the fresh processes")
+    parser.add_argument("--fresh-seq", type=int, default=128, help="BERT sequence length in the fresh processes")
+    parser.add_argument("--fresh-repeats", type=int, default=3, help="timed calls per fresh process")
+    parser.add_argument("--new-tokens", type=int, default=32, help="GPT-2 greedy decoding: new tokens")
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--rules", default="gdu/seeded,wdu/resample,backprop/seeded",
@@ -366,7 +381,7 @@ def main(argv=None) -> dict:
                              "library default)")
     parser.add_argument("--compile", action="store_true",
                         help="also train 3 blocks with the torch.compile kernels (isogauss_hf.set_compile)")
-    parser.add_argument("--skip", default="", help="comma list of phases to skip: train,eval,checkpoint")
+    parser.add_argument("--skip", default="", help="comma list of phases to skip: train,eval,checkpoint,fresh")
     parser.add_argument("--out", default="results/bench_model", help="output path prefix (.json and .md are added)")
     args = parser.parse_args(argv)
 
@@ -399,6 +414,15 @@ def main(argv=None) -> dict:
     args.eval_blocks = [3]
     skip = {s for s in args.skip.split(",") if s}
     config = bert_config(smoke)
+    args.fresh = [] if args.fresh == "none" else [c.strip() for c in args.fresh.split(",") if c.strip()]
+    for c in args.fresh:
+        if c not in ("bert-eval", "gpt2-generate", "bert-train"):
+            parser.error(f"--fresh entry {c!r} is not valid; choose among bert-eval, gpt2-generate, bert-train, none")
+    args.fresh_threads = args.fresh_threads or torch.get_num_threads()
+    args.tiny = smoke
+    if smoke:  # tiny models, one case, one round
+        args.fresh = args.fresh[:1]
+        args.rounds, args.fresh_batch, args.fresh_seq, args.fresh_repeats, args.new_tokens = 1, 2, 8, 1, 3
 
     load_before = list(os.getloadavg())
     report = {
@@ -407,6 +431,11 @@ def main(argv=None) -> dict:
         "eval": bench_eval(args, config, device) if "eval" not in skip else {},
         "checkpoint": bench_checkpoint(args, config) if "checkpoint" not in skip else {},
     }
+    if args.fresh and "fresh" not in skip:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["fresh"] = _bench_fresh.run_cases(args, tmp)
+        report["fresh_args"] = {k: getattr(args, k) for k in ("rounds", "fresh_threads", "fresh_batch", "fresh_seq",
+                                                              "new_tokens", "fresh_repeats")}
     report["environment"] = {
         "torch": torch.__version__, "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(), "model": f"{config.num_hidden_layers} layers, hidden {config.hidden_size}, "

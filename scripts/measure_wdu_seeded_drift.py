@@ -27,7 +27,7 @@ from isogauss_hf.functional import (
     wdu_update,
     wdu_update_fixed_draw,
 )
-from isogauss_hf.noise import derive_seed, standard_normal_noise
+from isogauss_hf.noise import derive_seed, standard_normal
 
 
 def run(rule: str, noise: str, out_f: int, in_f: int, steps: int, seed: int = 0) -> list[dict[str, float]]:
@@ -35,11 +35,10 @@ def run(rule: str, noise: str, out_f: int, in_f: int, steps: int, seed: int = 0)
     weight = 0.02 * torch.randn(out_f, in_f, generator=g) + 0.01 * torch.randn(out_f, 1, generator=g)
     stats0 = row_col_stats(weight)
     stats = stats0
-    gen = torch.Generator()
     trace = []
     for t in range(1, steps + 1):
         draw_seed = derive_seed(seed, "fixed", 0) if noise == "seeded" else derive_seed(seed, "train", t)
-        w = sample_weight(*stats, standard_normal_noise((out_f, in_f), draw_seed, generator=gen))
+        w = sample_weight(*stats, standard_normal(draw_seed, out_f, in_f), exact_sqrt=True)
         zero = torch.zeros_like(w)
         if rule == "wdu":
             stats = wdu_update(w, zero, 0.0)

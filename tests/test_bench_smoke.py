@@ -34,7 +34,7 @@ def _positive(x) -> bool:
 
 def test_bench_layer_smoke(tmp_path, one_thread):
     out = tmp_path / "layer"
-    report = _load("bench_layer").main(["--smoke", "--threads", "1", "--out", str(out)])
+    report = _load("bench_layer").main(["--smoke", "--threads", "1", "--draws", "--draws-reference", "--out", str(out)])
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["environment"]["smoke"] is True and saved["results"] == json.loads(json.dumps(report["results"]))
     assert [(r["out_features"], r["in_features"]) for r in saved["results"]] == [(64, 32), (32, 64), (8, 4)]
@@ -48,6 +48,13 @@ def test_bench_layer_smoke(tmp_path, one_thread):
             assert len(r["times_ms"]) == saved["environment"]["repeats"]
     md = out.with_suffix(".md").read_text()
     assert "| cpu | 1 | auto | 64x32 | gdu/resample |" in md and "paired ratio" in md
+    assert [row["shape"] for row in saved["draws"]] == ["64x32", "32x64"]
+    for row in saved["draws"]:
+        assert set(row["draws"]) == {"draw legacy", "draw portable", "noise legacy", "noise portable",
+                                     "draw portable-torch"} and row["draws"]["draw legacy"]["ratio"] == 1.0
+        assert set(row["inference"]) == {"dense", "gaussian", "gaussian-kept"}
+        assert all(_positive(r["median_ms"]) for r in {**row["draws"], **row["inference"]}.values())
+    assert "## Draws: one seeded weight" in md and "| 64x32 | 1 | 8 | gaussian |" in md
 
 
 def test_bench_layer_rejects_bad_configs_and_policies(tmp_path):
@@ -86,9 +93,12 @@ def test_bench_model_smoke(tmp_path, one_thread):
     assert train["dense"]["gaussian_matrices"] == 0 and train["3 blocks wdu/resample"]["gaussian_matrices"] == 12
     assert all(_positive(r["ratio_to_dense"]) for r in train.values())
     assert {r["num_samples"] for r in evals.values()} == {1, 2}
-    assert any(r["low_memory"] for r in evals.values())
+    assert any(r["kept_draw"] for r in evals.values()) and not all(r["kept_draw"] for r in evals.values())
     assert all(_positive(r["tokens_per_s"]) for r in evals.values())
     assert ckpt["dense"]["ratio_to_dense"] == 1.0
     assert all(r["ratio_to_dense"] < 1.0 for name, r in ckpt.items() if name != "dense")
+    fresh = saved["fresh"]["bert-eval"]  # the smoke run: one fresh-process case, tiny model
+    assert set(fresh) == {"dense", "gaussian", "gaussian-kept"} and fresh["dense"]["ratio_to_dense"] == 1.0
+    assert all(_positive(r["median_s"]) and r["peak_rss_mb"] > 0 for r in fresh.values())
     md = out.with_suffix(".md").read_text()
-    assert "## Train step" in md and "low-memory" in md and "## Checkpoint" in md
+    assert "## Train step" in md and "kept draw" in md and "## Checkpoint" in md and "## Fresh process" in md

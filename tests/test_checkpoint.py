@@ -17,7 +17,8 @@ from transformers import AutoModelForSequenceClassification
 
 from isogauss_hf import IsoGaussConfig, IsoGaussModel, get_isogauss_model
 from isogauss_hf.checkpoint import ISOGAUSS_MODEL_TYPE
-from isogauss_hf.config import CONFIG_NAME
+from isogauss_hf.config import CONFIG_NAME, FORMAT_VERSION
+from isogauss_hf.settings import DEFAULT_NOISE_GENERATOR, LEGACY_NOISE_GENERATOR
 from isogauss_hf.errors import CheckpointError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -48,6 +49,49 @@ def test_release_checkpoint_resaved_loads_natively_with_identical_outputs(tmp_pa
     assert isinstance(native, IsoGaussModel)
     got, expected = _release_logits(native)
     assert torch.equal(got, expected)
+
+
+def test_release_checkpoint_keeps_its_generator_when_resaved(tmp_path):
+    model = IsoGaussModel.from_pretrained(str(RELEASE))
+    assert model.isogauss_config.noise_generator == LEGACY_NOISE_GENERATOR
+    assert all(layer.noise_generator == LEGACY_NOISE_GENERATOR for layer in model.isogauss_layers().values())
+    model.save_pretrained(str(tmp_path / "new"))
+    saved = json.loads((tmp_path / "new" / CONFIG_NAME).read_text())
+    assert saved["format_version"] == FORMAT_VERSION == 3 and saved["noise_generator"] == LEGACY_NOISE_GENERATOR
+
+
+def test_new_checkpoints_name_the_portable_generator(tmp_path):
+    model = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[2], noise="seeded")).eval()
+    model.save_pretrained(str(tmp_path / "c"))
+    saved = json.loads((tmp_path / "c" / CONFIG_NAME).read_text())
+    assert saved["noise_generator"] == DEFAULT_NOISE_GENERATOR == "philox4x32-10/box-muller-v1"
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "c" / "model.safetensors"), framework="pt") as f:
+        assert f.metadata()["isogauss_format_version"] == "3"
+    with pytest.raises(ValueError, match=r"cannot override \['noise_generator'\] when loading"):
+        IsoGaussModel.from_pretrained(str(tmp_path / "c"), noise_generator=LEGACY_NOISE_GENERATOR)
+
+
+def test_format_2_checkpoint_loads_with_the_legacy_generator_and_identical_outputs(tmp_path):
+    config = IsoGaussConfig(layers=[2], noise="seeded", noise_generator=LEGACY_NOISE_GENERATOR)
+    model = get_isogauss_model(tiny_bert(), config).eval()
+    model.save_pretrained(str(tmp_path / "c"))
+    with torch.no_grad():
+        expected = model(**example_inputs("bert")).logits
+
+    def as_format_2(data):  # what release 0.2 wrote: no generator field
+        del data["noise_generator"]
+        data["format_version"] = 2
+
+    _edit_json(tmp_path / "c" / CONFIG_NAME, as_format_2)
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "c"))
+    assert loaded.isogauss_config.noise_generator == LEGACY_NOISE_GENERATOR
+    with torch.no_grad():
+        assert torch.equal(loaded(**example_inputs("bert")).logits, expected)
+    portable = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[2], noise="seeded")).eval()
+    with torch.no_grad():  # the same statistics and seeds under the other generator are another model
+        assert not torch.allclose(portable(**example_inputs("bert")).logits, expected)
 
 
 def test_resaving_a_loaded_model_keeps_the_recorded_base_model(tmp_path):

@@ -17,9 +17,8 @@ from torch import nn
 from isogauss_hf import IsoGaussConfig, get_isogauss_model
 from isogauss_hf.functional import row_col_stats, standardize_input
 from isogauss_hf.layers import (IsoGaussConv2d, IsoGaussLinear, layer_kind_for_module, layer_kind_for_source)
-from isogauss_hf.noise import NOISE_BLOCK_ROWS
 
-B = NOISE_BLOCK_ROWS
+B = 64  # channels per tile-sized block in the shapes below
 
 # (in, out, kernel, stride, padding, dilation, groups, bias, padding_mode)
 GEOMETRIES = {
@@ -154,11 +153,12 @@ def test_rules_equal_the_linear_layer_on_the_reshaped_matrix(name, rule, noise):
 @pytest.mark.parametrize("in_c, out_c, groups", [(3, 2 * B + 40, 1), (4, 2 * B + 64, 4), (2, 2 * B + 88, 2),
                                                  (2 * B + 8, 2 * B + 8, 2 * B + 8), (B + 8, 2 * B + 16, B + 8)])
 @pytest.mark.parametrize("standardize", [False, True])
-def test_low_memory_blocks_of_output_channels_equal_the_whole_draw(in_c, out_c, groups, standardize):
+def test_tiles_of_output_channels_equal_the_whole_draw(in_c, out_c, groups, standardize):
     conv = nn.Conv2d(in_c, out_c, 3, padding=1, groups=groups)
     whole = IsoGaussConv2d.from_conv(conv, noise="seeded", seed=2, standardize=standardize).eval()
+    whole.cache_eval_weight = True  # one whole draw
     low = IsoGaussConv2d.from_conv(conv, noise="seeded", seed=2, standardize=standardize).eval()
-    low.lowmem_block_rows = B
+    low.eval_tile_rows = 24  # tiles that cut through groups
     x = torch.randn(2, in_c, 4, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, got = whole(x), low(x)
@@ -201,7 +201,7 @@ def test_unbatched_input_as_nn_conv2d_accepts_it(standardize):
     x = _input(conv, batch=1)
     with torch.no_grad():
         torch.testing.assert_close(layer(x[0]), layer(x)[0])
-        layer.lowmem_block_rows = B
+        layer.eval_tile_rows = 4
         torch.testing.assert_close(layer(x[0]), layer(x)[0])
 
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from isogauss_hf.noise import NOISE_BLOCK_ROWS
+from isogauss_hf.noise import LEGACY_BLOCK_ROWS
+from isogauss_hf.settings import DEFAULT_NOISE_GENERATOR, LEGACY_NOISE_GENERATOR
 from isogauss_hf.functional import (
     gdu_update,
     row_col_stats,
@@ -216,12 +217,22 @@ def test_eval_resample_varies_and_seeded_matches_dense_export():
     torch.testing.assert_close(layer(x), layer.to_dense_module()(x))
 
 
-def test_sample_rows_matches_full_sample():
-    lin = make_linear(out_f=NOISE_BLOCK_ROWS + 40, in_f=8)
-    layer = IsoGaussLinear.from_linear(lin, seed=2)
+@pytest.mark.parametrize("generator, start, stop", [
+    (DEFAULT_NOISE_GENERATOR, 0, 300), (DEFAULT_NOISE_GENERATOR, 5, 7), (DEFAULT_NOISE_GENERATOR, 257, 296),
+    (LEGACY_NOISE_GENERATOR, LEGACY_BLOCK_ROWS, LEGACY_BLOCK_ROWS + 40),
+])
+def test_sample_rows_equal_the_same_rows_of_the_full_sample(generator, start, stop):
+    lin = make_linear(out_f=LEGACY_BLOCK_ROWS + 40, in_f=8)
+    layer = IsoGaussLinear(8, LEGACY_BLOCK_ROWS + 40, seed=2, noise_generator=generator)
+    layer.set_statistics(IsoGaussLinear.from_linear(lin).statistics)
     full = layer.sample("fixed", 0)
-    part = layer.sample_rows(NOISE_BLOCK_ROWS, NOISE_BLOCK_ROWS + 40, "fixed", 0)
-    torch.testing.assert_close(part, full[NOISE_BLOCK_ROWS:])
+    assert torch.equal(layer.sample_rows(start, min(stop, full.shape[0]), "fixed", 0), full[start:stop])
+
+
+def test_legacy_generator_refuses_rows_off_its_blocks():
+    layer = IsoGaussLinear(8, 300, noise_generator=LEGACY_NOISE_GENERATOR)
+    with pytest.raises(ValueError, match="multiples of 256, got row_start=5"):
+        layer.sample_rows(5, 10)
 
 
 def test_weight_distribution_shapes():

@@ -179,6 +179,20 @@ def test_newer_adapter_format_version_is_refused(tmp_path):
         PeftModel.from_pretrained(tiny_bert(), str(tmp_path))
 
 
+@pytest.mark.parametrize("version, expected", [(2, "torch-cpu/randn-256-row-blocks"),
+                                               (3, "philox4x32-10/box-muller-v1")])
+def test_adapter_of_an_older_format_keeps_its_generator(tmp_path, version, expected):
+    _adapter().save_pretrained(str(tmp_path))
+    path = tmp_path / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    cfg.pop("noise_generator")
+    cfg["format_version"] = version
+    path.write_text(json.dumps(cfg))
+    loaded = PeftModel.from_pretrained(tiny_bert(), str(tmp_path))
+    layers = [m for m in loaded.modules() if hasattr(m, "noise_generator") and hasattr(m, "row_mean")]
+    assert layers and {m.noise_generator for m in layers} == {expected}
+
+
 def test_what_an_isogauss_adapter_cannot_do():
     pm = _adapter()
     with pytest.raises(ValueError, match="cannot be disabled"):

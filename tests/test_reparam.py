@@ -59,11 +59,12 @@ def test_zero_sigma_entries_give_finite_gradients():
     assert all(bool(torch.isfinite(g).all()) for g in grads)
 
 
-def test_reparameterised_draw_equals_the_sampled_weight_and_backpropagates():
+@pytest.mark.parametrize("exact_sqrt", [True, False])
+def test_reparameterised_draw_equals_the_sampled_weight_and_backpropagates(exact_sqrt):
     stats = [t.float().requires_grad_(True) for t in _stats(5, 4, seed=6)]
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(7))
-    w = reparam_draw(RowColStats(*stats), z)
-    expected = sample_weight(*(t.detach() for t in stats), z.clone())
+    w = reparam_draw(RowColStats(*stats), z, exact_sqrt=exact_sqrt)
+    expected = sample_weight(*(t.detach() for t in stats), z.clone(), exact_sqrt=exact_sqrt)
     assert torch.equal(w.detach(), expected)
     w.sum().backward()
     assert all(t.grad is not None and bool(torch.isfinite(t.grad).all()) for t in stats)

@@ -163,11 +163,32 @@ def scratch(slot: int, like: torch.Tensor) -> torch.Tensor:
     """An uninitialized fp32 buffer shaped like ``like`` (slot ``slot`` of this thread's CPU workspace)."""
     if not REUSE_WORKSPACE or like.device.type != "cpu":
         return torch.empty(like.shape, device=like.device, dtype=torch.float32)
+    return workspace(slot, tuple(like.shape))
+
+
+def workspace(slot: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialized fp32 CPU buffer of ``shape`` from slot ``slot`` of this thread's workspace (reused)."""
+    numel = 1
+    for size in shape:
+        numel *= size
+    if not REUSE_WORKSPACE:
+        return torch.empty(shape, dtype=torch.float32)
     buf = _WORKSPACE.buffers.get(slot)
-    if buf is None or buf.numel() < like.numel():
-        buf = torch.empty(like.numel(), dtype=torch.float32)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=torch.float32)
         _WORKSPACE.buffers[slot] = buf
-    return buf[: like.numel()].view(like.shape)
+    return buf[:numel].view(shape)
+
+
+#: Inference draws a Gaussian weight a tile of output rows at a time (never the whole matrix at once); a tile
+#: holds at most this many weights on a device of that type (others: the "cpu" value). On CPU 2^22 (16 MiB)
+#: keeps a BERT-base matrix in one tile; on CUDA a tile is one kernel launch, so it is larger.
+EVAL_TILE_ELEMENTS: dict[str, int] = {"cpu": 1 << 22, "cuda": 1 << 26}
+
+
+def eval_tile_elements(device: torch.device) -> int:
+    """The most weights one inference tile holds on ``device`` (:data:`EVAL_TILE_ELEMENTS`)."""
+    return EVAL_TILE_ELEMENTS.get(torch.device(device).type, EVAL_TILE_ELEMENTS["cpu"])
 
 
 def release_workspace() -> None:

@@ -68,7 +68,7 @@ _FINGERPRINT_KEYS = (
 )
 _ALLOWED_CLASS_MODULES = ("transformers", "isogauss_hf")
 #: Fields that fix which modules are Gaussian (and their draws): a load cannot override them.
-FIXED_AT_LOAD = ("layers", "target_modules", "layers_pattern", "standardize", "seed")
+FIXED_AT_LOAD = ("layers", "target_modules", "layers_pattern", "standardize", "seed", "noise_generator")
 
 
 def config_fingerprint(config: Any) -> dict[str, Any]:

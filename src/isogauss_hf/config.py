@@ -11,7 +11,8 @@ from typing import Any, Optional
 from peft import PeftConfig
 
 from .errors import CheckpointError
-from .settings import DEFAULT_NOISE, DEFAULT_NUM_SAMPLES, DEFAULT_RULE, NOISE_HELP, RULE_HELP, LayerOptions
+from .settings import (DEFAULT_NOISE, DEFAULT_NOISE_GENERATOR, DEFAULT_NUM_SAMPLES, DEFAULT_RULE, LEGACY_NOISE_GENERATOR,
+                       NOISE_GENERATOR_HELP, NOISE_HELP, RULE_HELP, LayerOptions)
 
 __all__ = ["IsoGaussConfig", "CONFIG_NAME", "FORMAT_VERSION", "CHECKPOINT_METADATA_KEYS", "IsoGaussPeftType",
            "PEFT_TYPE"]
@@ -20,8 +21,12 @@ CONFIG_NAME = "isogauss_config.json"
 #: Version of the on-disk format (config files + safetensors layout); files of a newer version are refused with
 #: "upgrade isogauss-hf". 1: ``config.json`` is the plain base config (release 0.1.0; still read). 2: ``config.json``
 #: carries the isogauss model type, so transformers refuses it without ``import isogauss_hf`` (see
-#: :mod:`isogauss_hf.checkpoint`). Adapters share the number (their layout did not change).
-FORMAT_VERSION = 2
+#: :mod:`isogauss_hf.checkpoint`). 3: ``isogauss_config.json`` names the noise generator (``noise_generator``);
+#: files of versions 1-2 have none and were made by the legacy generator, which they keep
+#: (:data:`~isogauss_hf.settings.LEGACY_NOISE_GENERATOR`). Adapters share the number.
+FORMAT_VERSION = 3
+#: The first format whose files name their noise generator.
+NOISE_GENERATOR_FORMAT = 3
 #: The keys of ``isogauss_config.json`` besides the config fields and ``format_version`` (written by
 #: :func:`isogauss_hf.checkpoint.checkpoint_metadata`); a checkpoint with any other key is refused at load.
 CHECKPOINT_METADATA_KEYS = ("base_model_class", "base_config_fingerprint", "replaced_modules", "isogauss_hf_version",
@@ -103,6 +108,11 @@ class IsoGaussConfig(PeftConfig):
         default=0.0,
         metadata={"help": "Lower bound applied to every row/column std after a distribution step (>= 0)."},
     )
+    noise_generator: str = field(
+        default=DEFAULT_NOISE_GENERATOR,
+        metadata={"help": "Where the draws' noise comes from (part of the model: a checkpoint records it): "
+                          + "; ".join(f"'{k}': {v}" for k, v in NOISE_GENERATOR_HELP.items())},
+    )
     # ---- PEFT bookkeeping (adapter use only; keyword-only, so the fields above keep their positions)
     modules_to_save: Optional[list[str]] = field(
         default=None, kw_only=True,
@@ -182,8 +192,9 @@ class IsoGaussConfig(PeftConfig):
                 )
             if not all(isinstance(t, str) and t for t in self.target_modules):
                 raise ValueError(f"target_modules must be non-empty strings, got {self.target_modules!r}")
-        options = LayerOptions.build(self)  # rule, noise, standardize, std_floor: validated where the layer does
+        options = LayerOptions.build(self)  # rule, noise, standardize, std_floor, generator: as the layer validates
         self.rule, self.noise, self.std_floor = options.rule, options.noise, options.std_floor
+        self.noise_generator = options.noise_generator
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
@@ -218,10 +229,19 @@ class IsoGaussConfig(PeftConfig):
                 f"{FORMAT_VERSION}; upgrade isogauss-hf to load it"
             )
 
+    @staticmethod
+    def _upgrade(data: dict[str, Any], version: int) -> dict[str, Any]:
+        """Fields of an older format as this version reads them: formats 1-2 drew with the legacy generator."""
+        if version < NOISE_GENERATOR_FORMAT:
+            data.setdefault("noise_generator", LEGACY_NOISE_GENERATOR)
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IsoGaussConfig":
         data = dict(data)
-        cls._check_format_version(data.pop("format_version", FORMAT_VERSION))
+        version = data.pop("format_version", FORMAT_VERSION)
+        cls._check_format_version(version)
+        data = cls._upgrade(data, version)
         known = set(cls.isogauss_fields())
         unknown = sorted(set(data) - known)
         if unknown:
@@ -231,8 +251,9 @@ class IsoGaussConfig(PeftConfig):
     @classmethod
     def check_kwargs(cls, **kwargs):
         """PEFT hook run on the fields read from ``adapter_config.json``: refuse a newer ``format_version``."""
-        cls._check_format_version(kwargs.pop("format_version", FORMAT_VERSION), source="adapter_config.json")
-        return kwargs
+        version = kwargs.pop("format_version", FORMAT_VERSION)
+        cls._check_format_version(version, source="adapter_config.json")
+        return cls._upgrade(kwargs, version)
 
     def save_pretrained(self, save_directory: str, extra: Optional[dict[str, Any]] = None, **kwargs) -> str:
         """Write ``isogauss_config.json`` (with ``extra`` metadata merged in) and return its path.

@@ -24,6 +24,9 @@ __all__ = [
     "RowColStats",
     "row_col_stats",
     "eq2_distribution",
+    "Eq2Terms",
+    "eq2_terms",
+    "sqrt_rn",
     "eq2_std",
     "sample_weight",
     "eq2_statistics_grad",
@@ -106,6 +109,38 @@ def eq2_distribution(
     return mean, var
 
 
+class Eq2Terms(NamedTuple):
+    """Per-row / per-column vectors of Eq. (2) (fp32): sigma_ij^2 = k (mu_i - nu_j)^2 + row_var_i + col_var_j and
+    mu_ij = row_shift_i + col_shift_j (row_var = c s_i^2, col_var = d t_j^2, row_shift = a mu_i, col_shift = b nu_j,
+    coefficients of :func:`eq2_distribution`): what :func:`sample_weight` and the draw kernels combine."""
+
+    row_mean: torch.Tensor
+    row_var: torch.Tensor
+    row_shift: torch.Tensor
+    col_mean: torch.Tensor
+    col_var: torch.Tensor
+    col_shift: torch.Tensor
+    k: float
+
+
+def eq2_terms(row_mean: torch.Tensor, row_std: torch.Tensor, col_mean: torch.Tensor, col_std: torch.Tensor,
+              num_rows: Optional[int] = None) -> Eq2Terms:
+    """:class:`Eq2Terms` of the statistics; ``num_rows``: the whole matrix's n when these are a block of its rows."""
+    rows = row_mean.shape[0]
+    n = rows if num_rows is None else int(num_rows)
+    a, b, c, d, k = _eq2_coefficients(n, col_mean.shape[0])
+    return Eq2Terms(row_mean, c * row_std.square(), a * row_mean, col_mean, d * col_std.square(), b * col_mean, k)
+
+
+def sqrt_rn(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded square root of fp32 ``x`` (a float64 root rounded once to fp32).
+
+    torch's fp32 ``sqrt`` on CPU is not correctly rounded (torch 2.13: one value in five is one ulp off) while
+    CUDA's is; the portable generator's draws use this one, so CPU, GPU and the CPU kernels agree bit for bit.
+    """
+    return torch.sqrt(x.to(torch.float64)).to(torch.float32)
+
+
 def eq2_std(
     row_mean: torch.Tensor,
     row_std: torch.Tensor,
@@ -114,20 +149,21 @@ def eq2_std(
     num_rows: Optional[int] = None,
     *,
     out: Optional[torch.Tensor] = None,
+    exact_sqrt: bool = False,
 ) -> torch.Tensor:
     """sigma_ij = sqrt(var_ij) of Eq. (2) as a (rows, m) matrix (written into ``out`` when given).
 
     For a block of rows pass that block's row statistics and the whole matrix's row count as
-    ``num_rows`` (Eq. 2 uses n, m of the whole matrix). Only correctly rounded elementwise operations are
-    used, so an element is the same whether computed in the whole matrix or in a row block.
+    ``num_rows`` (Eq. 2 uses n, m of the whole matrix). Only elementwise operations are used, so an
+    element is the same whether computed in the whole matrix or in a row block. ``exact_sqrt``: the root
+    by :func:`sqrt_rn` (the portable generator) instead of torch's fp32 ``sqrt`` (the legacy generator).
     """
-    rows, m = row_mean.shape[0], col_mean.shape[0]
-    n = rows if num_rows is None else int(num_rows)
-    _, _, c, d, k = _eq2_coefficients(n, m)
+    t = eq2_terms(row_mean, row_std, col_mean, col_std, num_rows)
     rm, cm = row_mean[:, None], col_mean[None, :]
     std = torch.sub(rm, cm, out=out) if out is not None else rm - cm
-    std.square_().mul_(k)
-    return std.add_((c * row_std.square())[:, None]).add_((d * col_std.square())[None, :]).sqrt_()
+    std.square_().mul_(t.k)
+    std.add_(t.row_var[:, None]).add_(t.col_var[None, :])
+    return std.copy_(sqrt_rn(std)) if exact_sqrt else std.sqrt_()
 
 
 def sample_weight(
@@ -140,21 +176,22 @@ def sample_weight(
     *,
     scratch: Optional[torch.Tensor] = None,
     out: Optional[torch.Tensor] = None,
+    exact_sqrt: bool = False,
 ) -> torch.Tensor:
     """W = mu + sigma * noise with (mu, sigma) of Eq. (2), from standard normal ``noise`` (fp32).
 
     Without ``out`` the noise is consumed in place and returned (one (n, m) temporary besides it, the
-    sigma matrix of :func:`eq2_std`, in ``scratch`` when given); with ``out`` the noise is kept. Row blocks:
-    see :func:`eq2_std`. Every element is bit-for-bit the same in the whole matrix or in a row block.
+    sigma matrix of :func:`eq2_std`, in ``scratch`` when given); with ``out`` the noise is kept. Row blocks
+    and ``exact_sqrt``: see :func:`eq2_std`. Every element is bit-for-bit the same in the whole matrix or in
+    a row block.
     """
     rows, m = row_mean.shape[0], col_mean.shape[0]
-    n = rows if num_rows is None else int(num_rows)
     if noise.shape != (rows, m):
         raise ValueError(f"noise shape {tuple(noise.shape)} does not match ({rows}, {m})")
-    a, b, _, _, _ = _eq2_coefficients(n, m)
-    std = eq2_std(row_mean, row_std, col_mean, col_std, n, out=scratch)
+    t = eq2_terms(row_mean, row_std, col_mean, col_std, num_rows)
+    std = eq2_std(row_mean, row_std, col_mean, col_std, num_rows, out=scratch, exact_sqrt=exact_sqrt)
     weight = noise.mul_(std) if out is None else torch.mul(noise, std, out=out)
-    return weight.add_(a * row_mean[:, None]).add_(b * col_mean[None, :])
+    return weight.add_(t.row_shift[:, None]).add_(t.col_shift[None, :])
 
 
 def eq2_statistics_grad(stats: RowColStats, noise: torch.Tensor, std: torch.Tensor, grad: torch.Tensor, *,

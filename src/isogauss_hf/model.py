@@ -151,28 +151,28 @@ class IsoGaussModel(SamplingMixin, nn.Module):
             return self.base_model.generate(*args, **kwargs)
 
     def enable_low_memory(self, block_rows: Optional[int] = None) -> None:
-        """Evaluate without ever holding a whole Gaussian weight: draws are rebuilt ``block_rows`` rows at a time.
+        """Inference that keeps no Gaussian weight (the default): every forward draws each layer tile by tile.
 
-        Sets :attr:`IsoGaussLayer.lowmem_block_rows` on every Gaussian layer (default: one noise block,
-        ``NOISE_BLOCK_ROWS`` rows; any positive multiple of it) and frees cached draws and scratch buffers.
-        Only forwards outside training use it; outputs equal the materialized path's up to matmul rounding.
+        ``block_rows``: output rows per tile on every Gaussian layer (``None``: automatic, at most
+        ``isogauss_hf._runtime.EVAL_TILE_ELEMENTS`` weights per tile). Frees kept draws and scratch buffers.
+        Outputs equal the whole-matrix product up to matmul rounding (the weight rows are bit for bit the same).
         """
         from ._runtime import release_workspace
-        from .noise import NOISE_BLOCK_ROWS
 
-        rows = NOISE_BLOCK_ROWS if block_rows is None else block_rows
         layers = list(self.isogauss_layers().values())
         if layers:
-            layers[0].lowmem_block_rows = rows  # validates before anything changes
+            layers[0].eval_tile_rows = block_rows  # validates before anything changes
         for layer in layers:
-            layer.lowmem_block_rows = rows
+            layer.eval_tile_rows = block_rows
+            layer.cache_eval_weight = False
             layer.clear_cache()
         release_workspace()
 
     def disable_low_memory(self) -> None:
-        """Back to materializing each weight draw (the default)."""
+        """Keep each layer's evaluation draw between forwards: fastest repeated inference, at the memory of the
+        dense weights. A kept draw is redrawn when a statistic changes (in place, by an optimizer or a load)."""
         for layer in self.isogauss_layers().values():
-            layer.lowmem_block_rows = None
+            layer.cache_eval_weight = True
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str, state_dict: Optional[dict[str, torch.Tensor]] = None,

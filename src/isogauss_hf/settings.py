@@ -17,6 +17,13 @@ Noise modes (how a weight is drawn from Eq. 2):
 * ``resample`` — a fresh draw every training step and every evaluation forward;
 * ``seeded`` — one fixed draw per layer seed (deterministic, reproducible bit for bit).
 
+Noise generators (what a seeded draw's numbers are; recorded in checkpoints, see :mod:`isogauss_hf.noise`):
+
+* ``philox4x32-10/box-muller-v1`` — the portable generator (default, checkpoint format 3): the same
+  numbers on every device, thread count and CPU build;
+* ``torch-cpu/randn-256-row-blocks`` — the generator of checkpoint formats 1-2 (``torch.randn`` on the
+  CPU, 256-row blocks), kept so that old checkpoints load as the same model.
+
 The update each (rule, noise) pair runs is chosen in :data:`isogauss_hf.layers.updates.DISTRIBUTION_UPDATES`.
 """
 
@@ -28,7 +35,8 @@ from typing import Any
 
 __all__ = [
     "RULES", "NOISE_MODES", "RULE_HELP", "NOISE_HELP", "DEFAULT_RULE", "DEFAULT_NOISE", "DEFAULT_NUM_SAMPLES", "LayerOptions",
-    "check_choice", "check_rule", "check_noise", "check_std_floor",
+    "check_choice", "check_rule", "check_noise", "check_std_floor", "NOISE_GENERATOR_HELP", "NOISE_GENERATOR_NAMES",
+    "DEFAULT_NOISE_GENERATOR", "LEGACY_NOISE_GENERATOR", "check_noise_generator",
 ]
 
 #: rule -> one-line description (the keys are the allowed values of ``rule``).
@@ -45,7 +53,17 @@ NOISE_HELP: dict[str, str] = {
     "resample": "a fresh weight draw every training step and every evaluation forward",
     "seeded": "one fixed draw per layer seed: deterministic, reproducible bit for bit from a checkpoint",
 }
+#: noise generator -> one-line description (the keys are the names checkpoints record).
+NOISE_GENERATOR_HELP: dict[str, str] = {
+    "philox4x32-10/box-muller-v1": "portable: Philox4x32-10 counters keyed by the draw seed, Box-Muller with "
+                                   "correctly rounded float32 arithmetic; the same weights on every device and build",
+    "torch-cpu/randn-256-row-blocks": "checkpoint formats 1-2: torch.randn on the CPU in 256-row blocks (kept so "
+                                      "old checkpoints stay the same model; runs on the CPU, then moves)",
+}
 RULES: tuple[str, ...] = tuple(RULE_HELP)
+NOISE_GENERATOR_NAMES: tuple[str, ...] = tuple(NOISE_GENERATOR_HELP)
+DEFAULT_NOISE_GENERATOR = "philox4x32-10/box-muller-v1"
+LEGACY_NOISE_GENERATOR = "torch-cpu/randn-256-row-blocks"
 NOISE_MODES: tuple[str, ...] = tuple(NOISE_HELP)
 
 
@@ -77,6 +95,11 @@ DEFAULT_NOISE = "seeded"
 DEFAULT_NUM_SAMPLES = 10
 
 
+def check_noise_generator(value: Any) -> str:
+    """A known noise generator name (see :data:`NOISE_GENERATOR_HELP`)."""
+    return check_choice("noise_generator", value, NOISE_GENERATOR_NAMES)
+
+
 def check_std_floor(value: Any) -> float:
     """A lower bound for every row/column std: a finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
@@ -96,6 +119,8 @@ class LayerOptions:
     noise: str = field(default=DEFAULT_NOISE, metadata={"help": f"Weight sampling, one of {list(NOISE_MODES)}."})
     standardize: bool = field(default=False, metadata={"help": "Standardize the layer input (Appendix D)."})
     std_floor: float = field(default=0.0, metadata={"help": "Lower bound of every row/column std after a step."})
+    noise_generator: str = field(default=DEFAULT_NOISE_GENERATOR,
+                                 metadata={"help": f"Generator of the draws' noise, one of {list(NOISE_GENERATOR_NAMES)}."})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rule", check_rule(self.rule))
@@ -103,6 +128,7 @@ class LayerOptions:
         if not isinstance(self.standardize, bool):
             raise ValueError(f"standardize must be true or false, got {self.standardize!r}")
         object.__setattr__(self, "std_floor", check_std_floor(self.std_floor))
+        object.__setattr__(self, "noise_generator", check_noise_generator(self.noise_generator))
 
     @classmethod
     def build(cls, config: Any = None, **overrides: Any) -> "LayerOptions":

@@ -6,13 +6,14 @@ module. Everything else lives here:
 
 * the four fp32 statistics buffers (``row_mean``/``row_std`` of length n, ``col_mean``/``col_std`` of
   length m), a noise seed and a draw counter (all saved in checkpoints);
-* drawing W from Eq. (2) with seeded noise — per training step, per evaluation forward, or one fixed draw
-  (``noise="seeded"``), cached while pinned — in :class:`~isogauss_hf.layers.draws.DrawsMixin`;
+* drawing W from Eq. (2) with seeded noise from the layer's noise generator — per training step, per
+  evaluation forward, or one fixed draw (``noise="seeded"``) — in :class:`~isogauss_hf.layers.draws.DrawsMixin`;
 * the distribution step after each optimizer step, chosen from
   :data:`isogauss_hf.layers.updates.DISTRIBUTION_UPDATES` by the layer's (rule, noise); with ``backprop``
   the statistics are ``nn.Parameter`` s instead (same names in the state dict) and the optimizer trains
   them through :mod:`isogauss_hf.layers.reparam`;
-* low-memory inference (the draw rebuilt a block of output rows at a time).
+* inference tile by tile: outside training the draw is rebuilt a tile of output rows at a time and never
+  kept.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from ..functional import RowColStats, standardize_input
-from ..settings import LayerOptions, check_rule
+from ..settings import DEFAULT_NOISE_GENERATOR, LayerOptions, check_rule
 from .draws import STREAM_EVAL, STREAM_FIXED, STREAM_TRAIN, DrawsMixin
 from .reparam import canonicalize_stds
 from .updates import distribution_update
@@ -44,7 +45,9 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
         ``last_weight.grad`` is dL/dW); with ``hold_draw=True`` the draw is kept until the next
         :meth:`distribution_step`, so all micro-batches of one optimizer step share it;
       * ``noise="resample"`` draws fresh noise each time; ``noise="seeded"`` always uses draw 0 of the
-        layer's seed, so forward is deterministic and reproducible from a checkpoint;
+        layer's seed, so forward is deterministic and reproducible from a checkpoint; the numbers come from
+        ``noise_generator`` (:mod:`isogauss_hf.noise`), the same on every device for the portable one;
+      * outside training no (n, m) tensor is kept after a forward (unless ``cache_eval_weight``);
       * no method touches the global RNG.
 
     Subclasses set :attr:`KIND` and implement ``_apply_weight(x, weight, bias)``, ``_output_dim`` and
@@ -61,14 +64,17 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
 
     def __init__(self, rows: int, cols: int, bias: bool = True, *, config: Any = None, rule: Optional[str] = None,
                  noise: Optional[str] = None, seed: int = 0, standardize: Optional[bool] = None,
-                 std_floor: Optional[float] = None, device=None, dtype=None) -> None:
+                 std_floor: Optional[float] = None, noise_generator: Optional[str] = None, device=None,
+                 dtype=None) -> None:
         super().__init__()
-        options = LayerOptions.build(config, rule=rule, noise=noise, standardize=standardize, std_floor=std_floor)
+        options = LayerOptions.build(config, rule=rule, noise=noise, standardize=standardize, std_floor=std_floor,
+                                     noise_generator=noise_generator)
         self._rows, self._cols = int(rows), int(cols)
         self.rule = options.rule
         self.noise = options.noise
         self.standardize = options.standardize
         self.std_floor = options.std_floor
+        self.noise_generator = options.noise_generator
         self._update = distribution_update(self.rule, self.noise)
         f32 = dict(device=device, dtype=torch.float32)
         for name, size in zip(self.STAT_NAMES, (self._rows, self._rows, self._cols, self._cols)):
@@ -86,17 +92,14 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
         self._draw_count = 0
         self._eval_count = 0
         self._draw_override: Optional[tuple[str, int]] = None
-        self._cache: Optional[tuple[tuple[str, int], int, torch.Tensor]] = None
-        self._stats_version = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self._cache: Optional[tuple[tuple[str, int], tuple, torch.Tensor]] = None  # cache_eval_weight only
         self._warned_nonfinite = False
         # Training draws are written into one reused buffer (a fresh multi-megabyte CPU tensor costs page
         # faults every step); it is reused only once no tensor handed out from it is still alive.
         self._draw_buffer: Optional[torch.Tensor] = None
         self._draw_handle: Optional[weakref.ref] = None
-        self._lowmem_block_rows: Optional[int] = None
+        self._eval_tile_rows: Optional[int] = None
         self._held_key: Optional[tuple[str, int]] = None  # the noise key pinned by hold_draw (backprop rule)
-        self._noise_cache: Optional[tuple[Any, torch.Tensor]] = None  # a seeded layer's noise while training
         #: Qualified module name used in warnings (set by the callback / the model wrapper); None = unnamed.
         self.qualified_name: Optional[str] = None
         self.register_load_state_dict_post_hook(IsoGaussLayer._after_load)
@@ -122,7 +125,6 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
         with torch.no_grad():
             for name, value in zip(self.STAT_NAMES, stats):
                 getattr(self, name).copy_(value.detach().to(torch.float32))
-        self._stats_version += 1
         self._cache = None
 
     @property
@@ -153,7 +155,6 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
                 self.register_buffer(name, value)
         if trainable:
             canonicalize_stds(self)
-        self._stats_version += 1
         self._cache = None
 
     @staticmethod
@@ -164,7 +165,6 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
     def _after_load(module: "IsoGaussLayer", incompatible_keys) -> None:
         module._seed = int(module.noise_seed)
         module._draw_count = int(module.draw_counter)
-        module._stats_version += 1
         module._cache = None
         module.last_weight = None
 
@@ -183,11 +183,11 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
                 else:
                     store[name] = t.to(device=probe.device, dtype=torch.float32)
         self._cache = None
-        self._noise_cache = None
         return self
 
     def _options_repr(self) -> str:
-        return (f"rule={self.rule!r}, noise={self.noise!r}, seed={self._seed}, standardize={self.standardize}")
+        generator = "" if self.noise_generator == DEFAULT_NOISE_GENERATOR else f", noise_generator={self.noise_generator!r}"
+        return f"rule={self.rule!r}, noise={self.noise!r}, seed={self._seed}, standardize={self.standardize}{generator}"
 
     def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -200,14 +200,10 @@ class IsoGaussLayer(DrawsMixin, nn.Module):
             x = self._standardize(x)
         if self._update.trains_statistics:
             canonicalize_stds(self)
-        if self.training and torch.is_grad_enabled():
-            self._cache = None
-            weight = self._training_weight()
-        elif self._lowmem_block_rows is not None:
-            return self._lowmem_forward(x, self._next_eval_key())
-        else:
-            weight = self._eval_weight()
-        weight, bias = self._cast(weight, x)
+        if not (self.training and torch.is_grad_enabled()):
+            return self._eval_forward(x)
+        self._cache = None
+        weight, bias = self._cast(self._training_weight(), x)
         return self._apply_weight(x, weight, bias)
 
     # ------------------------------------------------------------------ learning

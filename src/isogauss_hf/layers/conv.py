@@ -87,8 +87,8 @@ class IsoGaussConv2d(IsoGaussLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, config: Any = None,
                  rule: Optional[str] = None, noise: Optional[str] = None, seed: int = 0,
-                 standardize: Optional[bool] = None, std_floor: Optional[float] = None, device=None,
-                 dtype=None) -> None:
+                 standardize: Optional[bool] = None, std_floor: Optional[float] = None,
+                 noise_generator: Optional[str] = None, device=None, dtype=None) -> None:
         # nn.Conv2d validates and normalizes the geometry (tuples, 'same'/'valid', padding modes); on the meta
         # device it costs nothing.
         proto = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, False,
@@ -96,7 +96,7 @@ class IsoGaussConv2d(IsoGaussLayer):
         kh, kw = proto.kernel_size
         super().__init__(proto.out_channels, proto.in_channels // proto.groups * kh * kw, bias, config=config,
                          rule=rule, noise=noise, seed=seed, standardize=standardize, std_floor=std_floor,
-                         device=device, dtype=dtype)
+                         noise_generator=noise_generator, device=device, dtype=dtype)
         for name in _GEOMETRY:
             setattr(self, name, getattr(proto, name))
         self._reversed_padding_repeated_twice = list(proto._reversed_padding_repeated_twice)
@@ -141,15 +141,9 @@ class IsoGaussConv2d(IsoGaussLayer):
     def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         return self._conv_rows(x, weight, bias, 0)
 
-    def _lowmem_forward(self, x: torch.Tensor, key: tuple[str, int]) -> torch.Tensor:
-        """Blocks of output channels: each block's filters are rebuilt from the seed and convolved alone."""
-        pieces = []
-        for r0 in range(0, self._rows, self._lowmem_block_rows):
-            r1 = min(self._rows, r0 + self._lowmem_block_rows)
-            weight, bias = self._cast(self.sample_rows(r0, r1, *key), x)
-            pieces.append(self._conv_rows(x, weight, None if bias is None else bias[r0:r1], r0))
-            del weight
-        return torch.cat(pieces, dim=1)
+    def _apply_rows(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], row_start: int):
+        """A tile of output channels (inference): its filters convolved alone."""
+        return self._conv_rows(x, weight, bias, row_start)
 
     def _padded(self, x: torch.Tensor):
         if self.padding_mode != "zeros":

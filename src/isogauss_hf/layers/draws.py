@@ -1,14 +1,19 @@
-"""Drawing a Gaussian layer's weight: noise streams, per-step and per-forward draws, caches, low memory.
+"""Drawing a Gaussian layer's weight: noise streams, per-step draws, and inference that never holds the weight.
 
 :class:`DrawsMixin` holds the drawing half of :class:`~isogauss_hf.layers.base.IsoGaussLayer` (which owns
-the state it reads: statistics, seed, counters, caches). A draw is identified by (layer seed, stream,
-index) — never by global RNG state:
+the state it reads: statistics, seed, counters). A draw is identified by (layer seed, stream, index) — never
+by global RNG state — and its numbers come from the layer's noise generator (:mod:`isogauss_hf.noise`):
 
 * ``train`` stream, index = the draw counter: a resample layer's draw of a training step (the callback
   sets the index to the global step, so ranks and resumed runs agree);
 * ``eval`` stream: a resample layer's draw per evaluation forward outside a sampling scope;
 * ``fixed`` stream, index 0: a seeded layer's one draw (also what ``export_dense`` writes);
 * ``scope`` stream (:mod:`isogauss_hf.sampling`): the draw pinned for one evaluation sample.
+
+Inference (any forward outside training) computes ``y = x W^T`` tile by tile: each tile of output rows is
+drawn alone (noise + Eq. 2 in one kernel) and multiplied at once, so the layer holds its statistics and one
+tile, and keeps no (n, m) tensor after the forward. Tiles hold at most :data:`_runtime.EVAL_TILE_ELEMENTS`
+weights (a whole BERT-base matrix is one tile); ``cache_eval_weight`` keeps the whole draw instead.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from typing import Optional
 import torch
 
 from .. import _runtime
-from ..functional import eq2_distribution, sample_weight
-from ..noise import NOISE_BLOCK_ROWS, derive_seed, standard_normal_noise
+from ..functional import eq2_distribution
+from ..noise import derive_seed, get_noise_generator
 from .reparam import reparam_draw
 
 __all__ = ["DrawsMixin", "STREAM_TRAIN", "STREAM_EVAL", "STREAM_FIXED"]
@@ -28,17 +33,23 @@ __all__ = ["DrawsMixin", "STREAM_TRAIN", "STREAM_EVAL", "STREAM_FIXED"]
 STREAM_TRAIN = "train"  # resample mode, training: index = the layer's draw counter
 STREAM_EVAL = "eval"  # resample mode, evaluation
 STREAM_FIXED = "fixed"  # seeded mode: index 0 is "the" draw
+_TILE_SLOT = 5  # workspace slot of the inference tile (see _runtime.scratch)
 
 
 class DrawsMixin:
     """Weight draws of an (n, m) Gaussian matrix (see the module docstring); mixed into ``IsoGaussLayer``."""
 
-    #: Seeded layers keep their fixed standard-normal noise (one fp32 (n, m) tensor, the size of a dense
-    #: weight) while training instead of regenerating it every step; released in eval mode. Set False on a
-    #: layer (or the class) to trade that memory for one noise generation per step.
-    cache_fixed_noise = True
+    #: Keep the whole evaluation draw between forwards (keyed on the draw and on the statistics' tensor
+    #: versions): faster repeated inference, at the memory of a dense weight. Off by default; set on a layer,
+    #: or on every layer with ``IsoGaussModel.disable_low_memory()``.
+    cache_eval_weight = False
 
     # ------------------------------------------------------------------ distributions and draws
+    @property
+    def generator(self):
+        """The :class:`~isogauss_hf.noise.NoiseGenerator` this layer's draws come from."""
+        return get_noise_generator(self.noise_generator)
+
     def weight_distribution(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-element (mean, var), each (n, m), by Eq. (2)."""
         return eq2_distribution(*self.statistics)
@@ -47,37 +58,25 @@ class DrawsMixin:
         """The seed of draw ``index`` in noise ``stream`` of this layer."""
         return derive_seed(self._seed, stream, int(index))
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        gen = self._generators.get(device)
-        if gen is None:
-            gen = self._generators[device] = torch.Generator(device=device)
-        return gen
-
     def sample(self, stream: str = STREAM_FIXED, index: int = 0, *, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Draw a weight (n, m) in fp32 from the current statistics, without autograd history.
 
         ``out`` (fp32, (n, m), on the layer's device) receives the draw instead of a new tensor. The values
-        depend only on the statistics, the seed and (stream, index).
+        depend only on the statistics, the seed, (stream, index) and the noise generator.
         """
-        with torch.no_grad():
-            device = self.row_mean.device
-            shape = self.matrix_shape
-            if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32 or out.device != device):
-                raise ValueError(f"out must be an fp32 tensor of shape {shape} on {device}, got "
-                                 f"{out.dtype} {tuple(out.shape)} on {out.device}")
-            noise = standard_normal_noise(shape, self.draw_seed(stream, index), generator=self._generator(device),
-                                          device=device, out=out)
-            return _runtime.run_kernel(sample_weight, *self.statistics, noise, like=noise, scratch_slots=(3,))
+        shape = self.matrix_shape
+        if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32
+                                or out.device != self.row_mean.device):
+            raise ValueError(f"out must be an fp32 tensor of shape {shape} on {self.row_mean.device}, got "
+                             f"{out.dtype} {tuple(out.shape)} on {out.device}")
+        return self.sample_rows(0, self._rows, stream, index, out=out)
 
-    def sample_rows(self, row_start: int, row_end: int, stream: str = STREAM_FIXED, index: int = 0) -> torch.Tensor:
-        """Rows ``row_start:row_end`` of :meth:`sample` for the same key, computed alone."""
-        with torch.no_grad():
-            device = self.row_mean.device
-            noise = standard_normal_noise((row_end - row_start, self._cols), self.draw_seed(stream, index),
-                                          generator=self._generator(device), device=device, row_start=row_start)
-            s = self.statistics
-            return _runtime.run_kernel(sample_weight, s.row_mean[row_start:row_end], s.row_std[row_start:row_end],
-                                       s.col_mean, s.col_std, noise, self._rows, like=noise)
+    def sample_rows(self, row_start: int, row_end: int, stream: str = STREAM_FIXED, index: int = 0, *,
+                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Rows ``row_start:row_end`` of :meth:`sample` for the same key, computed alone (bit for bit the same)."""
+        generator = self.generator
+        generator.check_rows(row_start)
+        return generator.draw_rows(self.statistics, self.draw_seed(stream, index), row_start, row_end, out=out)
 
     def current_draw_key(self) -> tuple[str, int]:
         """The key the next evaluation forward would use (without advancing any counter)."""
@@ -109,42 +108,17 @@ class DrawsMixin:
             self._held_key = key
         return key
 
-    def _training_noise(self, key: tuple[str, int]) -> Optional[torch.Tensor]:
-        """The seeded layer's fixed noise, generated once and kept while training (:attr:`cache_fixed_noise`);
-        None for a resample draw (fresh noise every step)."""
-        if key != (STREAM_FIXED, 0) or not self.cache_fixed_noise:
-            return None
-        device = self.row_mean.device
-        cached = self._noise_cache
-        if cached is None or cached[0] != (self._seed, device):
-            noise = standard_normal_noise(self.matrix_shape, self.draw_seed(*key), generator=self._generator(device),
-                                          device=device)
-            cached = self._noise_cache = ((self._seed, device), noise)
-        return cached[1]
-
     def _training_weight(self) -> torch.Tensor:
+        """The draw of this training step: regenerated from the seed each time (nothing is cached)."""
         if self._update.trains_statistics:  # the optimizer trains the statistics through the draw
             key = self._training_key()
-            noise = self._training_noise(key)
-            if noise is None:
-                device = self.row_mean.device
-                noise = standard_normal_noise(self.matrix_shape, self.draw_seed(*key),
-                                              generator=self._generator(device), device=device)
-            self.last_weight = reparam_draw(self.statistics, noise)
+            noise = self.generator.normal(self.draw_seed(*key), *self.matrix_shape, device=self.row_mean.device)
+            self.last_weight = reparam_draw(self.statistics, noise, exact_sqrt=self.generator.exact_sqrt)
             return self.last_weight
         if self.hold_draw and self.last_weight is not None:
             return self.last_weight
         key = self._training_key()
-        noise = self._training_noise(key)
-        out = self._reusable_draw_buffer()
-        if noise is not None:  # the cached fixed noise is kept: the draw goes into its own buffer
-            if out is None:
-                out = torch.empty(self.matrix_shape, device=noise.device, dtype=torch.float32)
-            with torch.no_grad():
-                weight = _runtime.run_kernel(sample_weight, *self.statistics, noise, like=noise, scratch_slots=(3,),
-                                             out=out)
-        else:
-            weight = self.sample(*key, out=out)
+        weight = self.sample(*key, out=self._reusable_draw_buffer())
         if self._update.needs_weight_grad:
             weight.requires_grad_(True)
         if weight.device.type == "cpu":
@@ -169,7 +143,6 @@ class DrawsMixin:
     def train(self, mode: bool = True):
         if not mode:  # eval needs no training buffers
             self._draw_buffer = self._draw_handle = None
-            self._noise_cache = None
         return super().train(mode)
 
     def _next_eval_key(self) -> tuple[str, int]:
@@ -182,42 +155,64 @@ class DrawsMixin:
             self._eval_count += 1
         return key
 
-    def _eval_weight(self) -> torch.Tensor:
-        key = self._next_eval_key()
-        if self._draw_override is None and self.noise != "seeded":
-            return self.sample(*key)  # a fresh draw per forward: nothing to cache
+    # ------------------------------------------------------------------ inference
+    def _statistics_version(self) -> tuple:
+        """Changes whenever a statistic changes (in place, by an optimizer, a load or ``.to()``)."""
+        return tuple((t.data_ptr(), t._version, t.device) for t in self.statistics) + (self._seed,
+                                                                                         self.noise_generator)
+
+    def _cached_eval_weight(self, key: tuple[str, int]) -> torch.Tensor:
+        version = self._statistics_version()
         cache = self._cache
-        if cache is not None and cache[0] == key and cache[1] == self._stats_version:
+        if cache is not None and cache[0] == key and cache[1] == version:
             return cache[2]
         weight = self.sample(*key)
-        self._cache = (key, self._stats_version, weight)
+        self._cache = (key, version, weight)
         return weight
 
     def clear_cache(self) -> None:
-        """Free the cached evaluation draw (kept only while a draw is pinned or seeded)."""
+        """Free the kept evaluation draw (only :attr:`cache_eval_weight` keeps one)."""
         self._cache = None
 
-    # ------------------------------------------------------------------ low-memory inference
     @property
-    def lowmem_block_rows(self) -> Optional[int]:
-        """Low-memory inference: ``None`` (default) materializes the whole (n, m) weight per draw.
+    def eval_tile_rows(self) -> Optional[int]:
+        """Output rows per tile of the inference path; ``None`` (default): as many as fit in
+        :data:`isogauss_hf._runtime.EVAL_TILE_ELEMENTS` weights (rounded to the generator's row alignment)."""
+        return self._eval_tile_rows
 
-        A positive multiple of :data:`~isogauss_hf.noise.NOISE_BLOCK_ROWS` makes every forward outside
-        training regenerate the draw ``block`` output rows at a time from its seed (:meth:`sample_rows`) and
-        compute those output features, so the whole weight never exists. Outputs equal the materialized
-        path's up to matmul rounding (the weight rows are bit-for-bit the same). Training ignores it.
-        """
-        return self._lowmem_block_rows
+    @eval_tile_rows.setter
+    def eval_tile_rows(self, value: Optional[int]) -> None:
+        align = self.generator.row_align
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % align):
+            raise ValueError(f"eval_tile_rows={value!r} is not valid; use None (automatic) or a positive integer "
+                             f"(a multiple of {align} for the {self.noise_generator} generator)")
+        self._eval_tile_rows = value
 
-    @lowmem_block_rows.setter
-    def lowmem_block_rows(self, value: Optional[int]) -> None:
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % NOISE_BLOCK_ROWS
-        ):
-            raise ValueError(f"lowmem_block_rows={value!r} is not valid; use None or a positive multiple of "
-                             f"NOISE_BLOCK_ROWS={NOISE_BLOCK_ROWS} (e.g. {NOISE_BLOCK_ROWS})")
-        self._lowmem_block_rows = value
-        self._cache = None  # a cached whole draw would defeat the purpose
+    def _tile_rows(self, device: torch.device) -> int:
+        if self._eval_tile_rows is not None:
+            return self._eval_tile_rows
+        align = max(4, self.generator.row_align)
+        rows = _runtime.eval_tile_elements(device) // max(1, self._cols)
+        return max(align, rows // align * align)
+
+    def _eval_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = x W^T`` (or the layer's product) outside training, without keeping the weight."""
+        key = self._next_eval_key()
+        if self.cache_eval_weight:
+            weight, bias = self._cast(self._cached_eval_weight(key), x)
+            return self._apply_weight(x, weight, bias)
+        self._cache = None
+        tile = self._tile_rows(x.device)
+        reuse = not torch.is_grad_enabled() and x.device.type == "cpu"  # autograd would keep the tile
+        pieces = []
+        for r0 in range(0, self._rows, tile):
+            r1 = min(self._rows, r0 + tile)
+            out = None
+            if reuse:
+                out = _runtime.workspace(_TILE_SLOT, (r1 - r0, self._cols))
+            weight, bias = self._cast(self.sample_rows(r0, r1, *key, out=out), x)
+            pieces.append(self._apply_rows(x, weight, None if bias is None else bias[r0:r1], r0))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=self._output_dim)
 
     def _cast(self, weight: torch.Tensor, x: torch.Tensor):
         """The weight and bias in the input's dtype (under autocast, as they are)."""
@@ -230,12 +225,6 @@ class DrawsMixin:
             bias = bias.to(weight.dtype)
         return weight, bias
 
-    def _lowmem_forward(self, x: torch.Tensor, key: tuple[str, int]) -> torch.Tensor:
-        pieces = []
-        for r0 in range(0, self._rows, self._lowmem_block_rows):
-            r1 = min(self._rows, r0 + self._lowmem_block_rows)
-            weight, bias = self._cast(self.sample_rows(r0, r1, *key), x)
-            pieces.append(self._apply_weight(x, weight, None if bias is None else bias[r0:r1]))
-            del weight
-        return torch.cat(pieces, dim=self._output_dim)
-
+    def _apply_rows(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], row_start: int):
+        """Output features ``row_start : row_start + len(weight)`` from those rows of the weight."""
+        return self._apply_weight(x, weight, bias)

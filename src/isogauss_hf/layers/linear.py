@@ -55,9 +55,10 @@ class IsoGaussLinear(IsoGaussLayer):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, config: Any = None,
                  rule: Optional[str] = None, noise: Optional[str] = None, seed: int = 0,
                  standardize: Optional[bool] = None, std_floor: Optional[float] = None, source: str = "linear",
-                 device=None, dtype=None) -> None:
+                 noise_generator: Optional[str] = None, device=None, dtype=None) -> None:
         super().__init__(out_features, in_features, bias, config=config, rule=rule, noise=noise, seed=seed,
-                         standardize=standardize, std_floor=std_floor, device=device, dtype=dtype)
+                         standardize=standardize, std_floor=std_floor, noise_generator=noise_generator,
+                         device=device, dtype=dtype)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.source = check_choice("source", source, self.SOURCES)

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from .. import _runtime
-from ..functional import RowColStats, eq2_statistics_grad, eq2_std
+from ..functional import RowColStats, eq2_statistics_grad, eq2_std, eq2_terms
 
 __all__ = ["Eq2Reparam", "reparam_draw", "canonicalize_stds"]
 
@@ -28,12 +28,11 @@ class Eq2Reparam(torch.autograd.Function):
     """``W = mu + sigma * noise`` (Eq. 2) with the gradient of the statistics from dL/dW in few passes."""
 
     @staticmethod
-    def forward(ctx, row_mean, row_std, col_mean, col_std, noise):  # noqa: D102 - autograd signature
-        n, m = row_mean.shape[0], col_mean.shape[0]
-        a, b = m / (m + n), n / (m + n)
+    def forward(ctx, row_mean, row_std, col_mean, col_std, noise, exact_sqrt):  # noqa: D102 - autograd signature
+        terms = eq2_terms(row_mean, row_std, col_mean, col_std)
         with _runtime.aux_threads(noise.device, ("eq2_reparam", tuple(noise.shape))):
-            std = eq2_std(row_mean, row_std, col_mean, col_std)
-            weight = torch.mul(noise, std).add_(a * row_mean[:, None]).add_(b * col_mean[None, :])
+            std = eq2_std(row_mean, row_std, col_mean, col_std, exact_sqrt=exact_sqrt)
+            weight = torch.mul(noise, std).add_(terms.row_shift[:, None]).add_(terms.col_shift[None, :])
         ctx.save_for_backward(row_mean, row_std, col_mean, col_std, noise, std)
         return weight
 
@@ -43,12 +42,16 @@ class Eq2Reparam(torch.autograd.Function):
         stats = RowColStats(row_mean.detach(), row_std.detach(), col_mean.detach(), col_std.detach())
         with _runtime.aux_threads(grad.device, ("eq2_reparam_grad", tuple(grad.shape))):
             grads = eq2_statistics_grad(stats, noise, std, grad, scratch=_runtime.scratch(4, grad))
-        return (*grads, None)
+        return (*grads, None, None)
 
 
-def reparam_draw(stats: RowColStats, noise: torch.Tensor) -> torch.Tensor:
-    """The training draw of a ``backprop`` layer: differentiable in the four statistics."""
-    return Eq2Reparam.apply(*stats, noise)
+def reparam_draw(stats: RowColStats, noise: torch.Tensor, *, exact_sqrt: bool = True) -> torch.Tensor:
+    """The training draw of a ``backprop`` layer: differentiable in the four statistics.
+
+    Bit for bit the draw the layer's generator makes from the same noise (``exact_sqrt``: which square root its
+    Eq. (2) uses), so the weight trained on is the weight evaluated and exported.
+    """
+    return Eq2Reparam.apply(*stats, noise, exact_sqrt)
 
 
 @torch.no_grad()
