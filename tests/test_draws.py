@@ -275,3 +275,27 @@ def test_layer_with_a_reusable_draw_buffer_still_pickles():
     buf.seek(0)
     clone = torch.load(buf, weights_only=False)
     assert clone._draw_buffer is None and torch.equal(clone.row_mean, layer.row_mean)
+
+
+@pytest.mark.parametrize("generator, backend", [(None, "auto"), (None, "torch"), (LEGACY_NOISE_GENERATOR, "auto")])
+def test_inference_mode_and_no_grad_share_the_tile_buffers(generator, backend):
+    from isogauss_hf.noise import set_noise_backend
+
+    _runtime.release_workspace()  # the next buffers are made inside inference mode
+    layer = _layer(out_f=LEGACY_BLOCK_ROWS + 8, noise_generator=generator)
+    x = torch.randn(2, layer.in_features)
+    set_noise_backend(backend)
+    try:
+        with torch.inference_mode():
+            first = layer(x)
+        with torch.no_grad():
+            second = layer(x)
+    finally:
+        set_noise_backend("auto")
+    assert torch.equal(first, second)
+
+
+def test_noise_generator_of_a_layer_is_validated():
+    layer = _layer()
+    with pytest.raises(ValueError, match="noise_generator='mt19937' is not valid"):
+        layer.noise_generator = "mt19937"

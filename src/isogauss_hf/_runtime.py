@@ -175,7 +175,8 @@ def workspace(slot: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.empty(shape, dtype=torch.float32)
     buf = _WORKSPACE.buffers.get(slot)
     if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, dtype=torch.float32)
+        with torch.inference_mode(False):  # a normal tensor: reusable inside and outside inference mode
+            buf = torch.empty(numel, dtype=torch.float32)
         _WORKSPACE.buffers[slot] = buf
     return buf[:numel].view(shape)
 

@@ -235,7 +235,8 @@ class TorchCPULegacyGenerator(NoiseGenerator):
 
     def normal(self, draw_seed, rows, cols, *, row_start=0, device=None):
         self.check_rows(row_start)
-        out = torch.empty(rows, cols, dtype=torch.float32)
+        with torch.inference_mode(False):  # filled by worker threads, which are not in the caller's inference mode
+            out = torch.empty(rows, cols, dtype=torch.float32)
         jobs = [(out[r0:min(rows, r0 + LEGACY_BLOCK_ROWS)], derive_seed(draw_seed, (row_start + r0) // LEGACY_BLOCK_ROWS))
                 for r0 in range(0, rows, LEGACY_BLOCK_ROWS)]
         workers = _runtime.noise_workers(len(jobs))

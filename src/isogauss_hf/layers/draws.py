@@ -48,7 +48,17 @@ class DrawsMixin:
     @property
     def generator(self):
         """The :class:`~isogauss_hf.noise.NoiseGenerator` this layer's draws come from."""
-        return get_noise_generator(self.noise_generator)
+        return get_noise_generator(self._noise_generator)
+
+    @property
+    def noise_generator(self) -> str:
+        """Name of the generator of this layer's noise (part of the model: a checkpoint records it)."""
+        return self._noise_generator
+
+    @noise_generator.setter
+    def noise_generator(self, name: str) -> None:
+        self._noise_generator = get_noise_generator(name).name
+        self._cache = None
 
     def weight_distribution(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-element (mean, var), each (n, m), by Eq. (2)."""
