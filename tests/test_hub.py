@@ -379,6 +379,7 @@ def test_card_without_report_loads_the_checkpoint_and_results_file(tmp_path):
     assert meta["metrics"] == ["accuracy"]
     assert f"dense weights replaced: {model.parameter_report()['replaced_weights']:,}" in body
     assert 'IsoGaussModel.from_pretrained("' + str(out) + '")' in body
+    assert "checkpoint format version 3; noise generator `philox4x32-10/box-muller-v1`" in body
 
 
 def test_results_json_of_the_finetune_cli_is_found_in_the_parent(tmp_path):

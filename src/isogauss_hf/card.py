@@ -276,5 +276,7 @@ def build_model_card(
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
     lines += ["", f"Made with isogauss-hf {iso.get('isogauss_hf_version', __version__)}; "
-              f"checkpoint format version {iso.get('format_version')}.", ""]
+              f"checkpoint format version {iso.get('format_version')}; noise generator "
+              f"`{iso.get('noise_generator', 'torch-cpu/randn-256-row-blocks')}` (the seeded weights are its output: "
+              "part of the model).", ""]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
