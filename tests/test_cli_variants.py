@@ -264,7 +264,7 @@ def test_hub_cnn_recipes_resolve_offline(capsys, recipe, head):
     code, out, err = run_cli(capsys, "--recipe", recipe, "--dry-run")
     assert code == 0, err
     assert "must be downloaded from the Hub (no network here); sizes below use its known config" in out
-    assert "dataset     " in out and "images    normalised with mean" in out and "statistics" in out
+    assert "dataset     " in out and "images    " in out and "(the known image processor of " in out and "statistics" in out
     if head is not None:  # Table 6: the Gaussian two-layer head beside the dense one-layer head
         assert f"classifier {head[0]:,} parameters (two-layer head, hidden 32) vs {head[1]:,}" in out
 

@@ -221,11 +221,9 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
     except HubUnavailable as e:
         lines.append(f"dataset     {recipe.dataset}: {e}")
     if recipe.task == "image-classification":
-        from .pipelines import image_normalization
+        from .pipelines import describe_images
 
-        mean, std, where = image_normalization(recipe, source, config)
-        lines.append(f"  images    normalised with mean {tuple(round(m, 3) for m in mean)}, std "
-                     f"{tuple(round(x, 3) for x in std)} ({where})")
+        lines.append(f"  images    {describe_images(recipe, source, config)}")
     if labels is None and recipe.task in CLASSIFICATION_TASKS:
         known = DATASETS[recipe.dataset].num_classes if recipe.dataset in DATASETS else None
         labels = [str(i) for i in range(known or getattr(config, "num_labels", 2))]
