@@ -270,7 +270,9 @@ def image_processor_for(recipe: Recipe, source: ModelSource, config: Any = None)
 
     processor, where = _checkpoint_processor(source)
     if processor is None:
-        from transformers import ViTImageProcessor
+        import transformers
+
+        ViTImageProcessor = getattr(transformers, "ViTImageProcessorPil", transformers.ViTImageProcessor)
 
         size = recipe.image_size or getattr(config, "image_size", None) or 224
         mean, std = getattr(config, "image_mean", None), getattr(config, "image_std", None)

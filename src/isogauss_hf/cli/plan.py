@@ -57,11 +57,26 @@ def _check_blocks(recipe: Recipe, config: Any) -> None:
             build_variant(build_meta_model(recipe, copy.deepcopy(config), None), variant, recipe.classifier_hidden)
 
 
+def _check_hardware(recipe: Recipe) -> None:
+    """The precision this machine can run and a global batch that splits over the launch's processes."""
+    import torch
+
+    from ..recipe_checks import resolve_precision
+    from .trainer import per_device_batch, world_size
+
+    try:
+        resolve_precision(recipe.precision, torch.cuda.is_available(), False)
+    except RecipeError as e:
+        raise UsageError(str(e)) from None
+    per_device_batch(recipe.batch_size, world_size())
+
+
 def preflight(recipe: Recipe) -> None:
     """Checks that need no training data: model, Hub access, blocks in range, dataset name (fast)."""
     from .data import hub_available, is_local_dataset
     from .pipelines import load_config, resolve_model_source
 
+    _check_hardware(recipe)
     source = resolve_model_source(recipe)
     config, where = load_config(recipe, source)  # offline: the local cache, else a known config + a note
     if "must be downloaded" in where:
@@ -188,6 +203,26 @@ def _auto_plan(recipe: Recipe, task_data: Optional[TaskData], labels: Optional[l
     return with_blocks(recipe, suggestion.blocks), auto_lines(suggestion, min(recipe.calibration_samples, len(train)))
 
 
+def _hardware(recipe: Recipe) -> str:
+    """Precision here (and what ``auto`` becomes on a GPU) and the global batch per process."""
+    import torch
+
+    from ..errors import RecipeError
+    from ..recipe_checks import PRECISIONS, resolve_precision
+    from .trainer import world_size
+
+    cuda = torch.cuda.is_available()
+    try:
+        here = resolve_precision(recipe.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    except RecipeError as e:
+        here = f"refused here ({e})"
+    note = f" ({PRECISIONS['auto']})" if recipe.precision == "auto" else ""
+    processes = world_size()
+    return (f"precision {recipe.precision} -> {here} on this machine{note}; batch {recipe.batch_size} is the global "
+            f"batch: {recipe.batch_size / processes:g} per process x {processes} process"
+            f"{'es' if processes > 1 else ''} (accelerate launch / torchrun split it)")
+
+
 def training_lines(recipe: Recipe) -> list[str]:
     """The training settings and the preset the unset ones come from."""
     steps = f"{recipe.max_steps} steps" if recipe.max_steps > 0 else f"{recipe.epochs:g} epochs"
@@ -195,6 +230,10 @@ def training_lines(recipe: Recipe) -> list[str]:
     tokens = "" if recipe.task == "image-classification" else f", max_length {recipe.max_length}"
     lines = [f"training    {steps}, {recipe.optimizer} lr {recipe.lr:g}{head}, batch {recipe.batch_size}, weight "
              f"decay {recipe.weight_decay:g}, warmup {recipe.warmup_ratio:g}{tokens}, seed {recipe.seed}"]
+    lines.append(f"  hardware  {_hardware(recipe)}")
+    if recipe.task == "summarization":
+        decoding = ", ".join(f"{k} {v}" for k, v in recipe.generation.items()) or "greedy"
+        lines.append(f"  generate  model.generate: {decoding}, max_new_tokens {recipe.max_new_tokens}, left padding")
     filled = ", ".join(recipe.preset_filled) or "nothing (the recipe and flags set every value)"
     lines.append(f"preset      {describe_preset(recipe.preset)}")
     lines.append(f"  from it   {filled}")

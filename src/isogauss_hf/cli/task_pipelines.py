@@ -223,34 +223,40 @@ class Summarization(TaskPipeline):
         body = tok(dialogue.strip(), add_special_tokens=False)["input_ids"]
         return head + body[: max(0, budget - len(head) - len(tail))] + tail
 
+    def generation_config(self) -> Any:
+        """The recipe's decoding (``generation:``: beams, sampling, ...; greedy when empty) for ``model.generate``."""
+        from transformers import GenerationConfig
+
+        tok = self.tokenizer
+        return GenerationConfig(**self.recipe.generation, max_new_tokens=self.recipe.max_new_tokens,
+                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+
     def generate(self, model, dialogues: list[str]) -> list[str]:
-        """Greedy summaries for ``dialogues`` (left-padded batches, Gaussian layers in eval mode)."""
+        """Summaries of ``dialogues`` by ``model.generate`` on left-padded batches (Gaussian layers in eval mode,
+        one weight draw per call); the prompt's dialogue is cut to fit ``max_length - max_new_tokens``."""
         from tqdm.auto import tqdm
+        from transformers import set_seed
 
         from ..tasks import extract_generated_summary
 
         tok = self.tokenizer
         device = next(model.parameters()).device
         batch_size = self.recipe.eval_batch_size or self.recipe.batch_size
+        config = self.generation_config()
+        set_seed(self.recipe.seed)  # sampling (do_sample) draws from the global RNG: the same summaries every run
         model.eval()
         outputs: list[str] = []
-        for start in tqdm(range(0, len(dialogues), batch_size), desc="generate", unit="batch"):
-            prompts = [self._prompt_ids(d) for d in dialogues[start:start + batch_size]]
-            width = max(len(p) for p in prompts)
-            input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(prompts), width), dtype=torch.long)
-            for i, p in enumerate(prompts):
-                input_ids[i, width - len(p):] = torch.tensor(p)
-                attention[i, width - len(p):] = 1
-            with torch.no_grad():
-                generated = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                    max_new_tokens=self.recipe.max_new_tokens, do_sample=False,
-                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                )
-            for row in generated[:, width:]:
-                text = tok.decode(row.tolist(), skip_special_tokens=False)
-                outputs.append(extract_generated_summary(text, tok.eos_token))
+        side, tok.padding_side = tok.padding_side, "left"  # a decoder continues after the last real token
+        try:
+            for start in tqdm(range(0, len(dialogues), batch_size), desc="generate", unit="batch"):
+                prompts = [self._prompt_ids(d) for d in dialogues[start:start + batch_size]]
+                batch = tok.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(device)
+                with torch.no_grad():
+                    generated = model.generate(**batch, generation_config=config)
+                texts = tok.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=False)
+                outputs += [extract_generated_summary(text, tok.eos_token) for text in texts]
+        finally:
+            tok.padding_side = side
         return outputs
 
     def evaluate(self, trainer, model, raw_test, test):
