@@ -157,6 +157,18 @@ def test_every_recipe_resolves_with_dry_run_offline(capsys, recipe):
     assert not Path("runs").exists()  # a dry run writes nothing
 
 
+@pytest.mark.parametrize("recipe, ours, paper", [
+    ("bert-large-squad", "12,582,912 weights -> 36,864 statistics", "12,596,224 -> 50,176 parameters (0.40%)"),
+    ("bert-ag-news", "7,077,888 weights -> 27,648 statistics", "7,087,872 -> 37,632 parameters (0.53%)"),
+    ("gpt2-samsum", "7,077,888 weights -> 27,648 statistics", "7,087,872 -> 37,632 parameters (0.53%)"),
+])
+def test_dry_run_shows_both_parameter_counts(capsys, recipe, ours, paper):
+    code, out, err = _run(capsys, "--recipe", recipe, "--dry-run")
+    assert code == 0, err
+    assert ours in out  # the replaced matrices and their statistics
+    assert f"as the paper counts a block (with its biases and layer norms): {paper}" in out  # Tables 2-4
+
+
 def test_dry_run_lists_modules_and_flag_overrides(capsys, tiny_bert_dir):
     code, out, err = _run(capsys, "--recipe", "minilm-bbc-news", "--model", tiny_bert_dir, "--dataset",
                           FIXTURES / "ag_news.jsonl", "--layers", "1", "--rule", "gdu", "--num-samples", "4",

@@ -259,6 +259,7 @@ def test_analyze_writes_the_dense_runs_weight_drift(capsys, tiny_bert_dir):
 @pytest.mark.parametrize("recipe, head", [
     ("resnet18-cifar10", None), ("resnet18-svhn", None), ("mobilenetv2-cifar10", None), ("mobilenetv2-svhn", None),
     ("resnet18-cifar10-head", (1450, 5130)), ("mobilenetv2-cifar10-head", (2986, 12810)),
+    ("resnet18-svhn-head", (1450, 5130)), ("mobilenetv2-svhn-head", (2986, 12810)),
 ])
 def test_hub_cnn_recipes_resolve_offline(capsys, recipe, head):
     code, out, err = run_cli(capsys, "--recipe", recipe, "--dry-run")

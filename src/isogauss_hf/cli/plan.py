@@ -179,6 +179,11 @@ def _variant_lines(recipe: Recipe, config: Any, labels: Optional[list[str]], var
         lines.append(f"run         {variant.title}")
         for block, entry in report["per_block"].items():
             lines.append(f"  block {block:>3}  {len(entry['modules'])} modules, {kept(entry)}")
+            if variant.kind == "gaussian" and report.get("paper_counts") == "block":
+                lines.append(f"             as the paper counts a block (with its biases and layer norms): "
+                             f"{fmt_int(entry['paper_dense_parameters'])} -> "
+                             f"{fmt_int(entry['paper_isogauss_parameters'])} parameters "
+                             f"({100 * entry['paper_isogauss_parameters'] / entry['paper_dense_parameters']:.2f}%)")
             if variant.kind == "gaussian":
                 lines += [f"             {name}" for name in entry["modules"]]
         lines.append(f"  total      {kept(report)}; model {fmt_int(report['dense_model_parameters'])} -> "
