@@ -301,3 +301,32 @@ def test_calibrate_steps_fits_the_statistics_before_fine_tuning(capsys, tiny_ber
     with pytest.raises(SystemExit) as exit_info:
         run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "2", "--calibrate-steps", "-1"))
     one_line_error(exit_info.value.code, capsys.readouterr().err, "argument --calibrate-steps")
+
+
+# ------------------------------------------------------------------------------------------ precision, global batch
+def test_training_arguments_split_the_global_batch_and_set_the_precision(monkeypatch, tmp_path):
+    from isogauss_hf.cli.trainer import per_device_batch, training_args, world_size
+    from isogauss_hf.errors import UsageError
+    from isogauss_hf.recipes import apply_overrides, load_recipe
+
+    recipe = load_recipe("bert-ag-news")  # Table 9: batch 16
+    args = training_args(recipe, tmp_path)
+    assert (args.per_device_train_batch_size, args.bf16, args.fp16, args.dataloader_num_workers) == (16, False, False, 0)
+    args = training_args(apply_overrides(recipe, {"precision": "bf16"}), tmp_path)
+    assert args.bf16 and not args.fp16  # bf16 autocast also on CPU
+    monkeypatch.setenv("WORLD_SIZE", "4")  # accelerate launch / torchrun with 4 processes (what training_args reads)
+    assert world_size() == 4 and per_device_batch(recipe.batch_size, world_size()) == 4
+    assert per_device_batch(32, 2) == 16
+    with pytest.raises(UsageError, match="batch_size 16 is the global batch .* over 3 processes; use --batch-size 15"):
+        per_device_batch(16, 3)
+
+
+def test_fp16_on_cpu_and_an_uneven_batch_fail_before_loading(capsys, monkeypatch, tiny_bert_dir):
+    code, out, err = run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "1", "--precision", "fp16",
+                                                 "--output-dir", "p"))
+    one_line_error(code, err, "precision fp16 needs a GPU")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    code, out, err = run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "1", "--batch-size", "16",
+                                                 "--output-dir", "p"))
+    one_line_error(code, err, "does not split evenly over 3 processes")
+    assert not Path("p").exists()
