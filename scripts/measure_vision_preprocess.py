@@ -19,8 +19,11 @@ Datasets:
 
     python scripts/measure_vision_preprocess.py --label after        # writes results/vision_preprocess.{json,md}
     python scripts/measure_vision_preprocess.py --smoke --out /tmp/x  # a few images, for the test suite
+    # the 'before' row: the library as of fcf66c0 (numpy resize on the fly in the collator's transform)
+    git archive fcf66c0 src | tar -x -C /tmp/old && PYTHONPATH=/tmp/old/src \
+        python scripts/measure_vision_preprocess.py --label before --code "fcf66c0 (numpy resize on the fly)"
 
-Results of several labels (``before`` = the code as of fcf66c0, ``after`` = this one) accumulate in the
+Results of several labels (``before`` = the library as of fcf66c0, ``after`` = this one) accumulate in the
 JSON file; the markdown table is rewritten from it.
 """
 
@@ -101,8 +104,9 @@ def build_model(root: Path) -> Path:
     return path
 
 
-def measure(model_dir: Path, data_dir: Path, batches: int, batch_size: int, out: Path) -> dict:
-    """Images/s of ``batches`` batches from the Trainer's train dataloader (after one warm-up batch)."""
+def measure(model_dir: Path, data_dir: Path, batches: int, batch_size: int, out: Path, repeats: int = 3) -> dict:
+    """Images/s of ``batches`` batches from the Trainer's train dataloader (after one warm-up batch), the median of
+    ``repeats`` timings; ``setup_s``: the run's one-off loading and preprocessing before it."""
     from isogauss_hf.cli.context import RunContext
     from isogauss_hf.cli.pipelines import load_model
     from isogauss_hf.cli.run import _load_shared
@@ -126,15 +130,18 @@ def measure(model_dir: Path, data_dir: Path, batches: int, batch_size: int, out:
     iterator = iter(loader)
     first = next(iterator)
     shape = tuple(first["pixel_values"].shape)
-    images, start = 0, time.perf_counter()
-    for _ in range(batches):
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            iterator = iter(loader)
-            batch = next(iterator)
-        images += len(batch["labels"])
-    elapsed = time.perf_counter() - start
+    rates = []
+    for _ in range(repeats):  # the median of `repeats` timings of `batches` batches (the machine may be shared)
+        images, start = 0, time.perf_counter()
+        for _ in range(batches):
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                iterator = iter(loader)
+                batch = next(iterator)
+            images += len(batch["labels"])
+        rates.append((images, time.perf_counter() - start))
+    images, elapsed = sorted(rates, key=lambda r: r[0] / r[1])[len(rates) // 2]
     rows = len(ctx.task_data.data["train"]) + len(ctx.task_data.data["test"])
     return {"images": images, "seconds": round(elapsed, 3), "images_per_s": round(images / elapsed, 1),
             "batch_shape": list(shape), "setup_s": round(setup_s, 2), "rows": rows,
@@ -194,11 +201,14 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=640, help="train images per dataset")
     parser.add_argument("--batches", type=int, default=12, help="batches timed (after one warm-up batch)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="timings of --batches batches; the median is kept")
     parser.add_argument("--out", default="results/vision_preprocess", help="output path without suffix")
     parser.add_argument("--smoke", action="store_true", help="a few images and batches (checks that it runs)")
+    parser.add_argument("--code", help="which library code ran (default: the checkout's commit); e.g. for 'before': "
+                                       "git archive fcf66c0 src | tar -x -C /tmp/old && PYTHONPATH=/tmp/old/src ...")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.images, args.batches, args.batch_size = 12, 2, 4
+        args.images, args.batches, args.batch_size, args.repeats = 12, 2, 4, 1
         args.datasets = [d for d in args.datasets if d != "fashion-mnist"]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out)
@@ -212,15 +222,16 @@ def main(argv=None) -> int:
         model_dir = build_model(root)
         for name in args.datasets:
             data_dir = build_dataset(name, args.images, root)
-            run[name] = measure(model_dir, data_dir, args.batches, args.batch_size, root / f"run-{name}")
+            run[name] = measure(model_dir, data_dir, args.batches, args.batch_size, root / f"run-{name}", args.repeats)
             print(f"{args.label} {name}: {run[name]['images_per_s']:,.1f} images/s "
                   f"({run[name]['images']} images in {run[name]['seconds']} s, batch {run[name]['batch_shape']}, "
                   f"workers {run[name]['dataloader_num_workers']})", flush=True)
-    run["_meta"] = {"commit": _commit(), "cpus": os.cpu_count(), "python": platform.python_version(),
+    run["_meta"] = {"commit": args.code or _commit(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_before": round(load_before, 2) if load_before is not None else None,
                     "load_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
                     "workers": sorted({r["dataloader_num_workers"] for k, r in run.items() if k != "_meta"}),
-                    "images": args.images, "batches": args.batches, "batch_size": args.batch_size}
+                    "images": args.images, "batches": args.batches, "batch_size": args.batch_size,
+                    "repeats": args.repeats}
     results["runs"][args.label] = run
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results, out.with_suffix(".md"))
