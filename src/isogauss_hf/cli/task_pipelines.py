@@ -243,7 +243,8 @@ class Summarization(TaskPipeline):
         device = next(model.parameters()).device
         batch_size = self.recipe.eval_batch_size or self.recipe.batch_size
         config = self.generation_config()
-        set_seed(self.recipe.seed)  # sampling (do_sample) draws from the global RNG: the same summaries every run
+        if config.do_sample:  # sampling draws from the global RNG: seed it for the same summaries every run
+            set_seed(self.recipe.seed)
         model.eval()
         outputs: list[str] = []
         side, tok.padding_side = tok.padding_side, "left"  # a decoder continues after the last real token
