@@ -505,6 +505,13 @@ def test_drop_report():
     assert report["isogauss_model_parameters"] == total - block_params
     assert report["replaced_weights"] == 4 * 32 * 32 + 2 * 32 * 64 and report["gaussian_parameters"] == 0
     assert report["num_matrices"] == 6 and not run.needs_isogauss_callback
+    # as the paper counts a block: all its parameters, of which a removed block keeps none
+    assert (report["per_block"]["2"]["paper_dense_parameters"], report["per_block"]["2"]["paper_isogauss_parameters"],
+            report["paper_counts"]) == (block_params, 0, "block")
+    factored = prepare_baseline("lowrank", tiny_bert(layers=3), None, IsoGaussConfig(layers=[2])).report["per_block"]["2"]
+    assert factored["paper_dense_parameters"] == block_params  # biases and layer norms stay beside the factors
+    assert factored["paper_dense_parameters"] - factored["paper_isogauss_parameters"] == (
+        factored["replaced_weights"] - factored["gaussian_parameters"])
     with pytest.raises(UsageError, match=r"removing blocks \[1, 2, 3\] leaves no block"):
         prepare_baseline("drop", tiny_bert(layers=3), None, IsoGaussConfig())
 

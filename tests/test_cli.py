@@ -85,7 +85,7 @@ def test_summarization_wiring_generates_with_gaussian_layers(capsys):
     assert code == 0, err
     run = _results("sum")["runs"][0]
     assert run["gaussian"] and set(run["metrics"]) >= {"rouge1", "rougeL", "bleu", "loss"}
-    assert all(0.0 <= run["metrics"][k] <= 100.0 for k in ("rouge1", "rougeL", "bleu"))
+    assert all(0.0 <= run["metrics"][k] <= 1.0 for k in ("rouge1", "rougeL", "bleu"))  # the paper's 0-1 scale
     assert run["examples"] and {"summary", "generated"} <= set(run["examples"][0])
     assert "pipeline check" in out
 
@@ -155,6 +155,18 @@ def test_every_recipe_resolves_with_dry_run_offline(capsys, recipe):
     if "Hub" in out.split("kind", 1)[1].split("\n", 1)[0]:  # paper recipes: hub model, no network here
         assert "must be downloaded from the Hub (no network here)" in out
     assert not Path("runs").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("recipe, ours, paper", [
+    ("bert-large-squad", "12,582,912 weights -> 36,864 statistics", "12,596,224 -> 50,176 parameters (0.40%)"),
+    ("bert-ag-news", "7,077,888 weights -> 27,648 statistics", "7,087,872 -> 37,632 parameters (0.53%)"),
+    ("gpt2-samsum", "7,077,888 weights -> 27,648 statistics", "7,087,872 -> 37,632 parameters (0.53%)"),
+])
+def test_dry_run_shows_both_parameter_counts(capsys, recipe, ours, paper):
+    code, out, err = _run(capsys, "--recipe", recipe, "--dry-run")
+    assert code == 0, err
+    assert ours in out  # the replaced matrices and their statistics
+    assert f"as the paper counts a block (with its biases and layer norms): {paper}" in out  # Tables 2-4
 
 
 def test_dry_run_lists_modules_and_flag_overrides(capsys, tiny_bert_dir):

@@ -259,12 +259,13 @@ def test_analyze_writes_the_dense_runs_weight_drift(capsys, tiny_bert_dir):
 @pytest.mark.parametrize("recipe, head", [
     ("resnet18-cifar10", None), ("resnet18-svhn", None), ("mobilenetv2-cifar10", None), ("mobilenetv2-svhn", None),
     ("resnet18-cifar10-head", (1450, 5130)), ("mobilenetv2-cifar10-head", (2986, 12810)),
+    ("resnet18-svhn-head", (1450, 5130)), ("mobilenetv2-svhn-head", (2986, 12810)),
 ])
 def test_hub_cnn_recipes_resolve_offline(capsys, recipe, head):
     code, out, err = run_cli(capsys, "--recipe", recipe, "--dry-run")
     assert code == 0, err
     assert "must be downloaded from the Hub (no network here); sizes below use its known config" in out
-    assert "dataset     " in out and "images    normalised with mean" in out and "statistics" in out
+    assert "dataset     " in out and "images    " in out and "(the known image processor of " in out and "statistics" in out
     if head is not None:  # Table 6: the Gaussian two-layer head beside the dense one-layer head
         assert f"classifier {head[0]:,} parameters (two-layer head, hidden 32) vs {head[1]:,}" in out
 
@@ -300,3 +301,32 @@ def test_calibrate_steps_fits_the_statistics_before_fine_tuning(capsys, tiny_ber
     with pytest.raises(SystemExit) as exit_info:
         run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "2", "--calibrate-steps", "-1"))
     one_line_error(exit_info.value.code, capsys.readouterr().err, "argument --calibrate-steps")
+
+
+# ------------------------------------------------------------------------------------------ precision, global batch
+def test_training_arguments_split_the_global_batch_and_set_the_precision(monkeypatch, tmp_path):
+    from isogauss_hf.cli.trainer import per_device_batch, training_args, world_size
+    from isogauss_hf.errors import UsageError
+    from isogauss_hf.recipes import apply_overrides, load_recipe
+
+    recipe = load_recipe("bert-ag-news")  # Table 9: batch 16
+    args = training_args(recipe, tmp_path)
+    assert (args.per_device_train_batch_size, args.bf16, args.fp16, args.dataloader_num_workers) == (16, False, False, 0)
+    args = training_args(apply_overrides(recipe, {"precision": "bf16"}), tmp_path)
+    assert args.bf16 and not args.fp16  # bf16 autocast also on CPU
+    monkeypatch.setenv("WORLD_SIZE", "4")  # accelerate launch / torchrun with 4 processes (what training_args reads)
+    assert world_size() == 4 and per_device_batch(recipe.batch_size, world_size()) == 4
+    assert per_device_batch(32, 2) == 16
+    with pytest.raises(UsageError, match="batch_size 16 is the global batch .* over 3 processes; use --batch-size 15"):
+        per_device_batch(16, 3)
+
+
+def test_fp16_on_cpu_and_an_uneven_batch_fail_before_loading(capsys, monkeypatch, tiny_bert_dir):
+    code, out, err = run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "1", "--precision", "fp16",
+                                                 "--output-dir", "p"))
+    one_line_error(code, err, "precision fp16 needs a GPU")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    code, out, err = run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "1", "--batch-size", "16",
+                                                 "--output-dir", "p"))
+    one_line_error(code, err, "does not split evenly over 3 processes")
+    assert not Path("p").exists()

@@ -58,6 +58,63 @@ def test_bert_base_parameter_report():
     assert report["dense_model_parameters"] - report["isogauss_model_parameters"] == 3 * (7_077_888 - 27_648)
 
 
+def _meta_model(kind):
+    """Full-size models of the paper on the meta device (shapes only, no memory)."""
+    import transformers as tf
+
+    from isogauss_hf.models.ffn import FFN8Config, FFN8ForImageClassification
+
+    with torch.device("meta"):
+        return {
+            "bert-base": lambda: tf.BertForSequenceClassification(tf.BertConfig()),
+            "bert-large": lambda: tf.BertForQuestionAnswering(tf.BertConfig(
+                hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)),
+            "vit-base": lambda: tf.ViTForImageClassification(tf.ViTConfig()),
+            "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config()),
+            "resnet-18": lambda: tf.ResNetForImageClassification(tf.ResNetConfig(
+                layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], embedding_size=64)),
+            "mobilenet-v2": lambda: tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config()),
+            "ffn8": lambda: FFN8ForImageClassification(FFN8Config()),
+        }[kind]()
+
+
+def _printed(n):
+    """A count as the paper's tables print it: 37.63K, 7.09M."""
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.2f}K"
+
+
+# kind, block: (replaced weights, statistics) ours; (paper dense, paper isogauss) as counted; as the paper prints them
+PAPER_COUNTS = [
+    ("bert-base", 6, (7_077_888, 27_648), (7_087_872, 37_632), ("7.09M", "38.03K")),  # Table 2 / 12
+    ("vit-base", 4, (7_077_888, 27_648), (7_087_872, 37_632), ("7.09M", "38.03K")),  # Table 1: 7,087,872 -> 38,032
+    ("gpt2", 11, (7_077_888, 27_648), (7_087_872, 37_632), ("7.09M", "37.63K")),  # Table 3 / 15
+    ("bert-large", 3, (12_582_912, 36_864), (12_596_224, 50_176), ("12.06M", "50.18K")),  # Table 4 / 16
+    ("resnet-18", 9, (147_456, 2_560), (147_456, 2_560), ("147456", "2560")),  # Table 21 row 9
+    ("mobilenet-v2", 4, (8_208, 978), (8_208, 978), ("8208", "978")),  # Table 19 row 4
+    ("ffn8", 5, (16_384, 512), (16_384, 512), ("16.4k", "512")),  # Table 7
+]
+
+
+@pytest.mark.parametrize("kind, block, ours, paper_counted, printed", PAPER_COUNTS)
+def test_parameter_report_counts_what_the_paper_counts(kind, block, ours, paper_counted, printed):
+    entry = get_isogauss_model(_meta_model(kind), IsoGaussConfig(layers=[block])).parameter_report()["per_block"][
+        str(block)]
+    assert (entry["replaced_weights"], entry["gaussian_parameters"]) == ours
+    assert (entry["paper_dense_parameters"], entry["paper_isogauss_parameters"]) == paper_counted
+    dense, gauss = paper_counted
+    if kind in ("bert-base", "vit-base", "gpt2", "bert-large"):  # the whole block: + biases + 2 layer norms
+        hidden = 1024 if kind == "bert-large" else 768
+        assert dense - ours[0] == gauss - ours[1] == 13 * hidden  # biases (4h + 4h + h), two layer norms (2 x 2h)
+        # where the paper's print differs from this count: BERT-base / ViT print 38.03K (its text: 7,087,872 ->
+        # 38,032), 400 above the 37,632 that the same six matrices of GPT-2 print as (37.63K); BERT-Large's
+        # 12.06M has the digits of 12,596,224 = 12.60M swapped (its 0.40 % is 50,176 / 12,596,224)
+        assert _printed(dense) == {"bert-large": "12.60M"}.get(kind, printed[0])
+        assert _printed(gauss) == {"bert-base": "37.63K", "vit-base": "37.63K"}.get(kind, printed[1])
+        assert f"{100 * gauss / dense:.2f}%" == {"bert-large": "0.40%"}.get(kind, "0.53%")
+    else:  # convolution modules and the 8-layer network: the replaced matrices alone
+        assert (dense, gauss) == ours
+
+
 def test_eval_averages_num_samples_draws():
     model = get_isogauss_model(tiny_bert(), IsoGaussConfig(layers=[2], noise="resample", num_samples=3)).eval()
     x = example_inputs("bert")

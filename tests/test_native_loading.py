@@ -61,6 +61,18 @@ def test_auto_model_builds_the_gaussian_model(tmp_path, kind):
     assert torch.equal(_logits(loaded, kind), _logits(model, kind))
 
 
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_a_checkpoint_saved_after_trainer_training_loads(tmp_path, kind):
+    # Trainer sets model.config.use_cache = False; the generic config of the checkpoint drops that key, which
+    # must not read as a value the caller changed
+    model = get_isogauss_model(MODEL_FACTORIES[kind](), IsoGaussConfig(layers=[2], noise="seeded")).eval()
+    model.config.use_cache = False
+    model.save_pretrained(str(tmp_path / "ckpt"))
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["use_cache"] is False
+    loaded = AUTO[kind].from_pretrained(str(tmp_path / "ckpt"))
+    assert loaded.config.use_cache is False and torch.equal(_logits(loaded, kind), _logits(model, kind))
+
+
 def test_auto_config_reads_the_checkpoint_config(tmp_path):
     model, path = _saved(tmp_path)
     assert json.loads(open(f"{path}/config.json").read())["model_type"] == ISOGAUSS_MODEL_TYPE

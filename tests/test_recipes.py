@@ -21,7 +21,7 @@ from isogauss_hf.recipes import (
 )
 
 PAPER = ["vit-mini-imagenet", "vit-food101", "bert-ag-news", "bert-yelp", "bert-emotion", "bert-large-squad",
-         "gpt2-samsum", "ffn8-mnist-full"]
+         "gpt2-samsum", "ffn8-mnist-full", "resnet18-svhn-head", "mobilenetv2-svhn-head"]
 OFFLINE = ["minilm-bbc-news", "minilm-tweets", "ffn8-mnist", "ffn8-fashion-mnist", "gpt2-tiny-bbc-headlines",
            "vit-tiny-fashion-mnist"]
 
@@ -148,6 +148,13 @@ def test_load_from_path_and_name_defaults_to_file_stem(tmp_path):
         ("task: text-classification\nmodel: bert\ndataset: x\nlayers: 2\nanalyze: true\n", "needs|dense run"),
         ("task: text-classification\nmodel: bert\ndataset: x\nclassifier_hidden: 32\n", "image-classification"),
         ("task: image-classification\nmodel: bert\ndataset: x\nclassifier_hidden: 0\n", "classifier_hidden must"),
+        ("task: summarization\nmodel: gpt2\ndataset: x\ngeneration: {beams: 4}\n",
+         r"unknown GenerationConfig field\(s\) \['beams'\]"),
+        ("task: summarization\nmodel: gpt2\ndataset: x\ngeneration: {max_new_tokens: 9}\n", "set the recipe's max_new"),
+        ("task: summarization\nmodel: gpt2\ndataset: x\ngeneration: {temperature: 0.7}\n", "do_sample"),
+        ("task: summarization\nmodel: gpt2\ndataset: x\ngeneration: [greedy]\n", "generation must be a mapping"),
+        ("task: text-classification\nmodel: bert\ndataset: x\ngeneration: {num_beams: 2}\n", "for summarization"),
+        ("task: text-classification\nmodel: bert\ndataset: x\nprecision: fp8\n", "precision 'fp8' invalid"),
         ("- a\n- b\n", "YAML mapping"),
         ("task: [unclosed\n", "not valid YAML"),
     ],
@@ -155,6 +162,36 @@ def test_load_from_path_and_name_defaults_to_file_stem(tmp_path):
 def test_invalid_recipes(tmp_path, body, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe(str(_write(tmp_path, body)))
+
+
+def test_generation_settings_reach_a_generation_config(tmp_path):
+    from transformers import GenerationConfig
+
+    body = ("task: summarization\nmodel: gpt2\ndataset: x\nmax_new_tokens: 20\n"
+            "generation: {num_beams: 4, length_penalty: 0.8}\n")
+    recipe = load_recipe(str(_write(tmp_path, body)))
+    assert recipe.generation == {"num_beams": 4, "length_penalty": 0.8}
+    config = GenerationConfig(**recipe.generation, max_new_tokens=recipe.max_new_tokens)
+    assert (config.num_beams, config.length_penalty, config.max_new_tokens) == (4, 0.8, 20)
+    assert load_recipe("gpt2-samsum").generation == {"num_beams": 1, "do_sample": False}  # greedy, stated
+
+
+@pytest.mark.parametrize("precision, cuda, bf16, expected", [
+    ("auto", False, False, "fp32"), ("auto", True, True, "bf16"), ("auto", True, False, "fp16"),
+    ("bf16", False, False, "bf16"), ("fp32", True, True, "fp32"), ("fp16", True, True, "fp16"),
+])
+def test_precision_per_machine(precision, cuda, bf16, expected):
+    from isogauss_hf.recipe_checks import resolve_precision
+
+    assert resolve_precision(precision, cuda, bf16) == expected
+
+
+def test_fp16_without_a_gpu_is_refused():
+    from isogauss_hf.recipe_checks import resolve_precision
+
+    with pytest.raises(RecipeError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", False, False)
+    assert {load_recipe(n).precision for n in list_recipes()} == {"auto"}
 
 
 def test_unknown_recipe_lists_the_known_ones():

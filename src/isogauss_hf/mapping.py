@@ -25,7 +25,7 @@ from .layers.linear import is_conv1d
 from .mapping_cnn import CNN_ARCHITECTURES, ConvEntry, conv_entries, entry_has, selector_words
 
 __all__ = ["ArchitectureSpec", "ARCHITECTURES", "Target", "resolve_targets", "register_architecture", "count_blocks",
-           "find_block_list"]
+           "find_block_list", "paper_block_modules"]
 
 _BERT_LIKE = {
     "query": ("attention.self.query",),
@@ -45,6 +45,10 @@ class ArchitectureSpec:
     targets: dict[str, tuple[str, ...]]  # canonical name -> candidate paths relative to a block
     fused: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # path -> split names
     notes: str = ""
+    # what the paper's parameter figures count per block: "block" = every parameter of the block, the statistics
+    # standing for the replaced matrices (Tables 1-4: weights, biases, layer norms); "matrices" = the replaced
+    # matrices only (Table 7's 8-layer network, Tables 19-22's convolution modules)
+    paper_counts: str = "block"
 
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
@@ -121,6 +125,15 @@ def count_blocks(model: nn.Module) -> Optional[int]:
     if spec is None:
         return None
     return len(find_block_list(model, spec)[1])
+
+
+def paper_block_modules(model: nn.Module) -> Optional[nn.ModuleList]:
+    """The transformer blocks of ``model`` when the paper counts a block's parameters as a whole (its
+    architecture's ``paper_counts`` is ``"block"``); None when it counts the replaced matrices only."""
+    spec = ARCHITECTURES.get(_model_type(model) or "")
+    if spec is None or spec.paper_counts != "block" or conv_entries(model) is not None:
+        return None
+    return find_block_list(model, spec)[1]
 
 
 def _is_fc(module: nn.Module) -> bool:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["PRESETS", "PRESET_FIELDS", "PRESET_GAUSSIAN_FIELDS", "DEFAULT_PRESET", "preset_values",
            "describe_preset", "RECIPE_GAUSSIAN_DEFAULTS", "gaussian_fields", "parse_layers", "check_auto_layers",
-           "check_baselines", "check_run_options", "positive", "choice", "build_isogauss_config"]
+           "check_baselines", "check_run_options", "positive", "choice", "build_isogauss_config", "PRECISIONS",
+           "resolve_precision", "check_generation"]
 
 #: preset -> defaults. Top-level keys are Recipe fields (``head_lr_factor``: the task head's lr = factor x lr
 #: when ``head_lr`` is not given); ``gaussian`` holds IsoGaussConfig fields of the ``gaussian:`` section.
@@ -190,3 +191,52 @@ def choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.lower() not in choices:
         raise RecipeError(f"{name} {value!r} invalid; valid choices: {', '.join(choices)}")
     return value.lower()
+
+
+#: ``precision`` -> what it means; ``auto`` is resolved per machine by :func:`resolve_precision`.
+PRECISIONS: dict[str, str] = {
+    "auto": "bf16 autocast on a GPU that supports it, else fp16 with loss scaling on a GPU, fp32 on CPU",
+    "fp32": "full precision",
+    "bf16": "bf16 autocast (GPU or CPU)",
+    "fp16": "fp16 autocast with loss scaling (GPU only)",
+}
+
+
+def resolve_precision(precision: str, cuda: bool, bf16_supported: bool) -> str:
+    """``fp32`` / ``bf16`` / ``fp16`` for a machine (``cuda``: a GPU is used; ``bf16_supported``: it has bf16).
+    The Gaussian statistics stay fp32 whatever this says."""
+    if precision == "auto":
+        return ("bf16" if bf16_supported else "fp16") if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise RecipeError("precision fp16 needs a GPU (loss-scaled fp16 autocast); on CPU use bf16 or fp32")
+    return precision
+
+
+def check_generation(section: Any, task: str, max_new_tokens: int) -> dict[str, Any]:
+    """The recipe's ``generation:`` settings (``transformers.GenerationConfig`` fields for ``model.generate``),
+    checked by ``GenerationConfig.validate``; only summarization generates."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise RecipeError(f"generation must be a mapping of GenerationConfig settings, got {section!r}")
+    if not section:
+        return {}
+    if section and task != "summarization":
+        raise RecipeError(f"generation settings are for summarization (model.generate), not {task}")
+    for key in ("max_new_tokens", "max_length"):
+        if key in section:
+            raise RecipeError(f"generation.{key}: set the recipe's max_new_tokens instead (max_length is the "
+                              f"input's token budget)")
+    from transformers import GenerationConfig
+
+    known = set(GenerationConfig().to_dict())
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise RecipeError(f"generation: unknown GenerationConfig field(s) {unknown}; e.g. num_beams, do_sample, "
+                          f"top_k, top_p, temperature, length_penalty, no_repeat_ngram_size")
+    try:
+        GenerationConfig(**section, max_new_tokens=max_new_tokens).validate(strict=True)
+    except ValueError as e:
+        detail = " ".join(line.strip("- ") for line in str(e).splitlines()[1:2]) or str(e)
+        raise RecipeError(f"generation {section}: {detail}") from None
+    return dict(section)

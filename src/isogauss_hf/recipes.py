@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .errors import RecipeError
 from .recipe_files import RECIPES_ENV, find_recipe, list_recipes, recipes_dir
-from .recipe_checks import PRESET_GAUSSIAN_FIELDS, PRESETS, RECIPE_GAUSSIAN_DEFAULTS, build_isogauss_config, \
-    check_auto_layers, check_baselines, check_run_options, choice, gaussian_fields, parse_layers, positive, preset_values
+from .recipe_checks import PRECISIONS, PRESET_GAUSSIAN_FIELDS, PRESETS, RECIPE_GAUSSIAN_DEFAULTS, \
+    build_isogauss_config, check_auto_layers, check_baselines, check_generation, check_run_options, choice, \
+    gaussian_fields, parse_layers, positive, preset_values
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import IsoGaussConfig
@@ -94,6 +95,9 @@ class Recipe:
                                                                       "BERT, 384 BERT-Large, 1024 GPT-2); None: the preset's."})
     doc_stride: int = field(default=128, metadata={"help": "question-answering: overlap between context windows."})
     max_new_tokens: int = field(default=64, metadata={"help": "summarization: tokens generated per summary."})
+    generation: dict = field(default_factory=dict, metadata={
+        "help": "summarization: transformers GenerationConfig settings of the evaluation's model.generate (num_beams, "
+                "do_sample, top_k, top_p, temperature, length_penalty, ...); empty: greedy decoding."})
     image_size: Optional[int] = field(default=None, metadata={"help": "image-classification: resize to this size "
                                                                       "(None: the model config's image_size)."})
     train_samples: Optional[int] = field(default=None, metadata={"help": "Keep at most this many training examples."})
@@ -138,6 +142,8 @@ class Recipe:
     warmup_ratio: Optional[float] = field(default=None, metadata={"help": "Fraction of steps of linear warm-up; "
                                                                           "None: the preset's."})
     lr_scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name (linear, constant, ...)."})
+    precision: str = field(default="auto", metadata={"help": f"Training precision, one of {list(PRECISIONS)}: "
+                                                             f"{PRECISIONS['auto']} for auto."})
     seed: int = field(default=42, metadata={"help": "Seed of training, data order and (unless gaussian.seed is given) "
                                                     "Gaussian noise."})
     logging_steps: int = field(default=20, metadata={"help": "Log the training loss every this many steps."})
@@ -204,6 +210,8 @@ class Recipe:
         if self.task == "question-answering" and self.doc_stride >= self.max_length // 2:
             raise RecipeError(f"doc_stride ({self.doc_stride}) must be smaller than half of max_length "
                               f"({self.max_length}): question and context windows share max_length")
+        self.precision = choice("precision", self.precision, tuple(PRECISIONS))
+        self.generation = check_generation(self.generation, self.task, self.max_new_tokens)
         check_run_options(self)
 
     def _fill_from_preset(self) -> None:

@@ -64,7 +64,18 @@ def _config_for(config, layers: Optional[list[int]], **changes):
     return dataclasses.replace(config, layers=blocks, **changes)
 
 
-def _summary(name: str, stand_in: str, records: list[dict[str, Any]], dense_total: int, variant_total: int) -> dict:
+def _block_sizes(model: nn.Module) -> Optional[dict[str, int]]:
+    """Parameters of each transformer block (1-based keys) when the paper counts whole blocks, else None."""
+    from ..mapping import paper_block_modules
+
+    blocks = paper_block_modules(model)
+    return None if blocks is None else {str(i + 1): count_parameters(b) for i, b in enumerate(blocks)}
+
+
+def _summary(name: str, stand_in: str, records: list[dict[str, Any]], dense_total: int, variant_total: int,
+             blocks_before: Optional[dict[str, int]] = None, blocks_after: Optional[dict[str, int]] = None) -> dict:
+    """The report; ``blocks_before`` / ``blocks_after`` (:func:`_block_sizes`) give the paper's whole-block counts
+    (a removed block keeps 0), else the paper's counts are the matrices' own."""
     per_block: dict[str, dict[str, Any]] = {}
     for rec in records:
         key = str(rec["block"]) if rec["block"] is not None else "-"
@@ -72,8 +83,11 @@ def _summary(name: str, stand_in: str, records: list[dict[str, Any]], dense_tota
         entry["replaced_weights"] += rec["replaced_weights"]
         entry["gaussian_parameters"] += rec["kept"]
         entry["modules"].append(rec["name"])
-    for entry in per_block.values():
+    for key, entry in per_block.items():
         entry["ratio"] = entry["gaussian_parameters"] / entry["replaced_weights"] if entry["replaced_weights"] else 0.0
+        whole = blocks_before is not None and key in blocks_before
+        entry["paper_dense_parameters"] = blocks_before[key] if whole else entry["replaced_weights"]
+        entry["paper_isogauss_parameters"] = (blocks_after or {}).get(key, 0) if whole else entry["gaussian_parameters"]
     replaced = sum(r["replaced_weights"] for r in records)
     kept = sum(r["kept"] for r in records)
     return {
@@ -84,6 +98,9 @@ def _summary(name: str, stand_in: str, records: list[dict[str, Any]], dense_tota
         "ratio": kept / replaced if replaced else 0.0,
         "num_matrices": sum(r["num_matrices"] for r in records),
         "per_block": per_block,
+        "paper_counts": "block" if blocks_before is not None else "matrices",
+        "paper_dense_parameters": sum(e["paper_dense_parameters"] for e in per_block.values()),
+        "paper_isogauss_parameters": sum(e["paper_isogauss_parameters"] for e in per_block.values()),
         "dense_model_parameters": dense_total,
         "isogauss_model_parameters": variant_total,
     }
@@ -111,8 +128,10 @@ def prepare_drop(model: nn.Module, layers: Optional[list[int]], config) -> Prepa
         size = weight.numel() if weight is not None else 0
         records.append({"name": t.name, "block": t.block, "replaced_weights": size, "kept": 0,
                         "num_matrices": t.splits})
+    before = _block_sizes(model)
     drop_blocks(model, blocks)
-    report = _summary("drop", "nothing: the blocks are removed", records, dense_total, count_parameters(model))
+    report = _summary("drop", "nothing: the blocks are removed", records, dense_total, count_parameters(model),
+                      before, {})
     report["removed_blocks"] = blocks
     report["removed_parameters"] = dense_total - report["isogauss_model_parameters"]
     return PreparedRun(model, report, False, "drop")
@@ -121,9 +140,11 @@ def prepare_drop(model: nn.Module, layers: Optional[list[int]], config) -> Prepa
 def prepare_lowrank(model: nn.Module, layers: Optional[list[int]], config) -> PreparedRun:
     """Factor every selected matrix as A (n x r) B (r x m), r (n + m) <= 2n + 2m, SVD-initialised, trainable."""
     dense_total = count_parameters(model)
+    before = _block_sizes(model)
     records = apply_lowrank(model, _config_for(config, layers))
     report = _summary("lowrank", "trained factors A (n x r) and B (r x m), r(n+m) <= 2n+2m",
-                      [{**r, "kept": r["factor_parameters"]} for r in records], dense_total, count_parameters(model))
+                      [{**r, "kept": r["factor_parameters"]} for r in records], dense_total, count_parameters(model),
+                      before, _block_sizes(model))
     report["ranks"] = {r["name"]: r["ranks"] for r in records}
     return PreparedRun(model, report, False, "lowrank")
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from .._version import __version__
 from ..errors import UsageError
 from .. import settings
+from ..recipe_checks import PRECISIONS
 from ..recipes import GAUSSIAN_KEY, PRESETS, TASKS, Recipe, apply_overrides, load_recipe
 
 __all__ = ["PROG", "RECIPE_FLAGS", "GAUSSIAN_FLAGS", "build_parser", "resolve_recipe", "positive_int",
@@ -32,7 +33,7 @@ RECIPE_FLAGS: dict[str, str] = {
     "compare_dense": "compare_dense", "text_column": "text_column", "text_pair_column": "text_pair_column",
     "label_column": "label_column", "preset": "preset", "head_lr": "head_lr", "baselines": "baselines",
     "analyze": "analyze", "classifier_hidden": "classifier_hidden", "calibration_samples": "calibration_samples",
-    "calibrate_steps": "calibrate_steps",
+    "calibrate_steps": "calibrate_steps", "precision": "precision",
 }
 #: flag destination -> IsoGaussConfig field (of the recipe's ``gaussian:`` section)
 GAUSSIAN_FLAGS: dict[str, str] = {
@@ -118,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float("lr"), help="learning rate (default: the preset's)")
     p.add_argument("--head-lr", type=positive_float("head_lr"),
                    help="learning rate of the task head (classifier); default: the preset's factor x --lr")
-    p.add_argument("--batch-size", type=positive_int("batch_size"), help="training batch size")
+    p.add_argument("--batch-size", type=positive_int("batch_size"),
+                   help="training batch size (global: split over the processes of accelerate launch / torchrun)")
+    p.add_argument("--precision", choices=tuple(PRECISIONS),
+                   help="auto (default: bf16 on a GPU with bf16, else fp16 on a GPU, fp32 on CPU), fp32, bf16, fp16")
     p.add_argument("--max-length", type=positive_int("max_length"), help="maximum tokens per example")
     p.add_argument("--doc-stride", type=positive_int("doc_stride"),
                    help="question-answering: overlap of context windows, in tokens")

@@ -201,7 +201,8 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("squad", "question-answering", "hub", "SQuAD v1.1 (rajpurkar/squad), validation as test",
                 _hub_task("squad", "validation"), split=_given("validation")),
     DatasetSpec("samsum", "summarization", "hub", "SAMSum dialogues (knkarthick/samsum)", _hub_task("samsum", "test")),
-    DatasetSpec("mini_imagenet", "image-classification", "hub", "mini-ImageNet (timm/mini-imagenet)",
+    DatasetSpec("mini_imagenet", "image-classification", "hub", "mini-ImageNet (timm/mini-imagenet): 100 ImageNet "
+                "classes, 50k/10k/5k; the paper's has 1,000 classes of 30-40 images",
                 _hub_task("mini_imagenet", "test"), 100),
     DatasetSpec("food101", "image-classification", "hub", "Food-101 (ethz/food101), validation as test",
                 _hub_task("food101", "validation"), 101, split=_given("validation")),

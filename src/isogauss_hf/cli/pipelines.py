@@ -4,8 +4,10 @@
 * :func:`load_config` — its config without downloading weights (a known config when offline);
 * :func:`build_meta_model` — the model on the meta device (blocks and parameter counts, no memory);
 * :func:`load_model` / :func:`load_tokenizer` — the dense model with its weights, and its tokenizer;
-* :func:`image_normalization` — the mean / std images are normalised with (the checkpoint's image processor,
-  a known table offline, else the model config's or 0.5).
+* :func:`image_processor_for` — the image processor images go through: the checkpoint's
+  ``AutoImageProcessor`` (a known table of hub checkpoints when neither the Hub nor its cache has it, for
+  ``--dry-run``), else a plain resize + normalisation with the model config's mean / std or 0.5, set to the
+  recipe's ``image_size``.
 
 The per-task pieces (preprocessing, collator, evaluation) are in :mod:`isogauss_hf.cli.task_pipelines`;
 :func:`make_pipeline` is re-exported here.
@@ -25,7 +27,7 @@ from .data import hub_available
 from .task_pipelines import TaskPipeline, make_pipeline
 
 __all__ = ["MODEL_ALIASES", "ModelSource", "resolve_model_source", "load_config", "build_meta_model", "load_model",
-           "load_tokenizer", "image_normalization", "KNOWN_IMAGE_STATS", "TaskPipeline", "make_pipeline"]
+           "load_tokenizer", "image_processor_for", "describe_images", "KNOWN_IMAGE_PROCESSORS", "TaskPipeline", "make_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,20 @@ MODEL_ALIASES: dict[str, _Alias] = {
                                                          "classifier (hub)"),
 }
 
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-#: (mean, std) of the image processors of known hub checkpoints, for runs without the Hub cache.
-KNOWN_IMAGE_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "microsoft/resnet-18": _IMAGENET,
-    "google/mobilenet_v2_1.0_224": _HALF,
-    "google/vit-base-patch16-224-in21k": _HALF,
-    "google/vit-base-patch16-224": _HALF,
+_IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+_HALF = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+#: The image processors of known hub checkpoints (class name, settings as in their preprocessor_config.json), used
+#: when neither the Hub nor its local cache has the checkpoint (``--dry-run`` offline).
+KNOWN_IMAGE_PROCESSORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "microsoft/resnet-18": ("ConvNextImageProcessor", {"size": {"shortest_edge": 224}, "crop_pct": 0.875,
+                                                       "resample": 3, **_IMAGENET}),
+    "google/mobilenet_v2_1.0_224": ("MobileNetV2ImageProcessor", {
+        "size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
+        "resample": 2, **_HALF}),
+    "google/vit-base-patch16-224-in21k": ("ViTImageProcessor", {"size": {"height": 224, "width": 224}, "resample": 2,
+                                                                **_HALF}),
+    "google/vit-base-patch16-224": ("ViTImageProcessor", {"size": {"height": 224, "width": 224}, "resample": 2,
+                                                          **_HALF}),
 }
 
 
@@ -233,25 +241,61 @@ def load_tokenizer(recipe: Recipe, source: ModelSource) -> Any:
     return tokenizer
 
 
-def image_normalization(recipe: Recipe, source: ModelSource, config: Any = None) -> tuple[tuple, tuple, str]:
-    """``(mean, std, where)`` images are normalised with: the checkpoint's image processor when it can be loaded
-    (local directory, Hub or its cache), else :data:`KNOWN_IMAGE_STATS`, else the config's ``image_mean`` /
-    ``image_std``, else 0.5 / 0.5."""
-    if source.kind in ("local", "hub"):
-        from transformers import AutoImageProcessor
+def _checkpoint_processor(source: ModelSource) -> tuple[Any, str]:
+    """The checkpoint's own image processor, a known one, or (None, '')."""
+    if source.kind not in ("local", "hub"):
+        return None, ""
+    import transformers
 
-        hub_ok = source.kind == "local" or hub_available()
-        try:
-            processor = AutoImageProcessor.from_pretrained(source.location, local_files_only=not hub_ok)
-            mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
-            if mean is not None and std is not None:
-                return tuple(mean), tuple(std), f"the image processor of {source.location}"
-        except (OSError, ValueError):
-            pass
-        if source.location in KNOWN_IMAGE_STATS:
-            mean, std = KNOWN_IMAGE_STATS[source.location]
-            return mean, std, f"the known image processor of {source.location}"
-    mean, std = getattr(config, "image_mean", None), getattr(config, "image_std", None)
-    if mean is not None and std is not None:
-        return tuple(mean), tuple(std), "the model config"
-    return _HALF[0], _HALF[1], "0.5 / 0.5 (no image processor)"
+    hub_ok = source.kind == "local" or hub_available()
+    try:
+        return (transformers.AutoImageProcessor.from_pretrained(source.location, local_files_only=not hub_ok),
+                f"the image processor of {source.location}")
+    except (OSError, ValueError):
+        pass
+    if source.location in KNOWN_IMAGE_PROCESSORS:
+        name, settings = KNOWN_IMAGE_PROCESSORS[source.location]
+        return getattr(transformers, name)(**settings), f"the known image processor of {source.location}"
+    return None, ""
+
+
+def image_processor_for(recipe: Recipe, source: ModelSource, config: Any = None) -> tuple[Any, str]:
+    """``(processor, where)``: the image processor images go through, set to ``recipe.image_size``.
+
+    The checkpoint's ``AutoImageProcessor`` when it can be loaded (local directory, Hub or its cache), else
+    :data:`KNOWN_IMAGE_PROCESSORS`, else (from-scratch models, checkpoints without one) a plain resize to the
+    image size with the model config's ``image_mean`` / ``image_std`` or 0.5 / 0.5.
+    """
+    from ..tasks.vision import sized_processor
+
+    processor, where = _checkpoint_processor(source)
+    if processor is None:
+        import transformers
+
+        ViTImageProcessor = getattr(transformers, "ViTImageProcessorPil", transformers.ViTImageProcessor)
+
+        size = recipe.image_size or getattr(config, "image_size", None) or 224
+        mean, std = getattr(config, "image_mean", None), getattr(config, "image_std", None)
+        stats = {"image_mean": list(mean), "image_std": list(std)} if mean is not None and std is not None else _HALF
+        processor = ViTImageProcessor(size={"height": size, "width": size}, **stats)
+        where = "a plain resize and normalisation (" + ("the model config's mean / std" if stats is not _HALF
+                                                         else "mean / std 0.5, no image processor") + ")"
+    try:
+        return sized_processor(processor, recipe.image_size), where
+    except ValueError as e:
+        raise UsageError(f"image_size {recipe.image_size}: {e}") from None
+
+
+def describe_images(recipe: Recipe, source: ModelSource, config: Any) -> str:
+    """One line of the plan: how images become the model's input."""
+    if getattr(config, "model_type", None) == "isogauss-ffn8":
+        side = int(round(config.input_size ** 0.5))
+        return f"flat grayscale pixels in [0, 1], {side}x{side} (the 8-layer network's input)"
+    from ..tasks.vision import processor_size
+
+    processor, where = image_processor_for(recipe, source, config)
+    height, width = processor_size(processor) or ("?", "?")
+    mean = tuple(round(float(m), 3) for m in processor.image_mean)
+    std = tuple(round(float(x), 3) for x in processor.image_std)
+    return (f"{type(processor).__name__} -> {height}x{width}, mean {mean}, std {std} ({where}); preprocessed once "
+            f"and cached as uint8")

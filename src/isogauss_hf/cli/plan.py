@@ -57,11 +57,26 @@ def _check_blocks(recipe: Recipe, config: Any) -> None:
             build_variant(build_meta_model(recipe, copy.deepcopy(config), None), variant, recipe.classifier_hidden)
 
 
+def _check_hardware(recipe: Recipe) -> None:
+    """The precision this machine can run and a global batch that splits over the launch's processes."""
+    import torch
+
+    from ..recipe_checks import resolve_precision
+    from .trainer import per_device_batch, world_size
+
+    try:
+        resolve_precision(recipe.precision, torch.cuda.is_available(), False)
+    except RecipeError as e:
+        raise UsageError(str(e)) from None
+    per_device_batch(recipe.batch_size, world_size())
+
+
 def preflight(recipe: Recipe) -> None:
     """Checks that need no training data: model, Hub access, blocks in range, dataset name (fast)."""
     from .data import hub_available, is_local_dataset
     from .pipelines import load_config, resolve_model_source
 
+    _check_hardware(recipe)
     source = resolve_model_source(recipe)
     config, where = load_config(recipe, source)  # offline: the local cache, else a known config + a note
     if "must be downloaded" in where:
@@ -164,6 +179,11 @@ def _variant_lines(recipe: Recipe, config: Any, labels: Optional[list[str]], var
         lines.append(f"run         {variant.title}")
         for block, entry in report["per_block"].items():
             lines.append(f"  block {block:>3}  {len(entry['modules'])} modules, {kept(entry)}")
+            if variant.kind == "gaussian" and report.get("paper_counts") == "block":
+                lines.append(f"             as the paper counts a block (with its biases and layer norms): "
+                             f"{fmt_int(entry['paper_dense_parameters'])} -> "
+                             f"{fmt_int(entry['paper_isogauss_parameters'])} parameters "
+                             f"({100 * entry['paper_isogauss_parameters'] / entry['paper_dense_parameters']:.2f}%)")
             if variant.kind == "gaussian":
                 lines += [f"             {name}" for name in entry["modules"]]
         lines.append(f"  total      {kept(report)}; model {fmt_int(report['dense_model_parameters'])} -> "
@@ -188,6 +208,26 @@ def _auto_plan(recipe: Recipe, task_data: Optional[TaskData], labels: Optional[l
     return with_blocks(recipe, suggestion.blocks), auto_lines(suggestion, min(recipe.calibration_samples, len(train)))
 
 
+def _hardware(recipe: Recipe) -> str:
+    """Precision here (and what ``auto`` becomes on a GPU) and the global batch per process."""
+    import torch
+
+    from ..errors import RecipeError
+    from ..recipe_checks import PRECISIONS, resolve_precision
+    from .trainer import world_size
+
+    cuda = torch.cuda.is_available()
+    try:
+        here = resolve_precision(recipe.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    except RecipeError as e:
+        here = f"refused here ({e})"
+    note = f" ({PRECISIONS['auto']})" if recipe.precision == "auto" else ""
+    processes = world_size()
+    return (f"precision {recipe.precision} -> {here} on this machine{note}; batch {recipe.batch_size} is the global "
+            f"batch: {recipe.batch_size / processes:g} per process x {processes} process"
+            f"{'es' if processes > 1 else ''} (accelerate launch / torchrun split it)")
+
+
 def training_lines(recipe: Recipe) -> list[str]:
     """The training settings and the preset the unset ones come from."""
     steps = f"{recipe.max_steps} steps" if recipe.max_steps > 0 else f"{recipe.epochs:g} epochs"
@@ -195,6 +235,10 @@ def training_lines(recipe: Recipe) -> list[str]:
     tokens = "" if recipe.task == "image-classification" else f", max_length {recipe.max_length}"
     lines = [f"training    {steps}, {recipe.optimizer} lr {recipe.lr:g}{head}, batch {recipe.batch_size}, weight "
              f"decay {recipe.weight_decay:g}, warmup {recipe.warmup_ratio:g}{tokens}, seed {recipe.seed}"]
+    lines.append(f"  hardware  {_hardware(recipe)}")
+    if recipe.task == "summarization":
+        decoding = ", ".join(f"{k} {v}" for k, v in recipe.generation.items()) or "greedy"
+        lines.append(f"  generate  model.generate: {decoding}, max_new_tokens {recipe.max_new_tokens}, left padding")
     filled = ", ".join(recipe.preset_filled) or "nothing (the recipe and flags set every value)"
     lines.append(f"preset      {describe_preset(recipe.preset)}")
     lines.append(f"  from it   {filled}")
@@ -221,11 +265,9 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
     except HubUnavailable as e:
         lines.append(f"dataset     {recipe.dataset}: {e}")
     if recipe.task == "image-classification":
-        from .pipelines import image_normalization
+        from .pipelines import describe_images
 
-        mean, std, where = image_normalization(recipe, source, config)
-        lines.append(f"  images    normalised with mean {tuple(round(m, 3) for m in mean)}, std "
-                     f"{tuple(round(x, 3) for x in std)} ({where})")
+        lines.append(f"  images    {describe_images(recipe, source, config)}")
     if labels is None and recipe.task in CLASSIFICATION_TASKS:
         known = DATASETS[recipe.dataset].num_classes if recipe.dataset in DATASETS else None
         labels = [str(i) for i in range(known or getattr(config, "num_labels", 2))]

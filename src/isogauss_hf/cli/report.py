@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["fmt_int", "format_metric", "run_line", "summary_table"]
+__all__ = ["METRIC_SCALES", "fmt_int", "format_metric", "metric_label", "run_line", "summary_table"]
+
+#: The scale each metric is printed on, as in the paper's tables: ROUGE / BLEU 0-1 (Table 3), SQuAD exact match
+#: and F1 in percent (Table 4); accuracy prints as a percentage.
+METRIC_SCALES: dict[str, str] = {"rouge1": "0-1", "rougeL": "0-1", "bleu": "0-1", "exact_match": "%", "f1": "%"}
 
 
 def fmt_int(n: Any) -> str:
@@ -22,6 +26,11 @@ def format_metric(name: str, value: Optional[float]) -> str:
     if value is None:
         return "-"
     return f"{100 * value:.2f}%" if name == "accuracy" else f"{value:.4g}"
+
+
+def metric_label(name: str) -> str:
+    """``rougeL (0-1)``, ``f1 (%)``: the metric's name with its scale."""
+    return f"{name} ({METRIC_SCALES[name]})" if name in METRIC_SCALES else name
 
 
 def _metric_names(runs: list[dict[str, Any]], headline: str) -> list[str]:
@@ -62,7 +71,7 @@ def run_line(run: dict[str, Any], headline: str) -> str:
     names = _metric_names([run], headline) + (["loss"] if "loss" in metrics else [])
     shown = []
     for m in names:
-        text = f"{m} {format_metric(m, metrics.get(m))}"
+        text = f"{metric_label(m)} {format_metric(m, metrics.get(m))}"
         if m == "accuracy" and run.get("accuracy_summary"):
             text += f" {_interval(run)} (majority {_majority(run)})"
         shown.append(text)
@@ -80,7 +89,7 @@ def summary_table(runs: list[dict[str, Any]], headline: str) -> str:
     intervals = any(run.get("accuracy_summary") for run in runs)
     header = ["run", "layers", "rule", "noise"]
     for m in metric_names:
-        header += [m] + (["95% interval", "majority"] if m == "accuracy" and intervals else [])
+        header += [metric_label(m)] + (["95% interval", "majority"] if m == "accuracy" and intervals else [])
     header += ["replaced weights", "kept", "ratio", "model params", "train s", "eval s"]
     rows = []
     for run in runs:

@@ -133,10 +133,10 @@ def _load_shared(ctx: RunContext, results: RunResults) -> None:
     ctx.task_data, ctx.labels, summary = resolve_data(recipe)
     print("\n".join(data_lines(recipe, ctx.task_data, ctx.labels, summary) + training_lines(recipe)), flush=True)
     ctx.pipeline = make_pipeline(recipe, ctx.tokenizer, ctx.model_config)
-    if recipe.task == "image-classification":
-        from .pipelines import image_normalization
+    if recipe.task == "image-classification" and "image" in ctx.task_data.data["train"].column_names:
+        from .pipelines import image_processor_for
 
-        ctx.pipeline.image_stats = image_normalization(recipe, ctx.source, ctx.model_config)
+        ctx.pipeline.image_processor = image_processor_for(recipe, ctx.source, ctx.model_config)
     ctx.train, ctx.test = ctx.pipeline.prepare(ctx.task_data.data)
     results.payload["model"] = {"requested": recipe.model, "source": where}
     results.payload["dataset"] = {

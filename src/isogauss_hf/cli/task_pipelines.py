@@ -12,8 +12,9 @@ with its Wilson 95 % interval over the test examples and the test split's majori
 
 from __future__ import annotations
 
+import os
 from functools import partial
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -92,9 +93,19 @@ class TextClassification(_Classification):
         return DataCollatorWithPadding(self.tokenizer)
 
 
+def _map_processes(rows: int) -> Optional[int]:
+    """Processes of the one-off image preprocessing ``map``: all cores (at most 8) for large splits."""
+    return min(os.cpu_count() or 1, 8) if rows >= 4096 and (os.cpu_count() or 1) > 1 else None
+
+
 class ImageClassification(_Classification):
+    """Images go through the checkpoint's image processor once (a batched, cached ``datasets.map`` storing uint8
+    pixels, :mod:`isogauss_hf.tasks.vision`); the collator normalises each batch as the processor would."""
+
     remove_unused_columns = False  # the collator picks pixel_values and label itself
-    image_stats: Any = None  # (mean, std, where) from pipelines.image_normalization; None: config's or 0.5
+    image_processor: Any = None  # (processor, where) from pipelines.image_processor_for
+    normalizer: Any = None  # tasks.vision.PixelNormalizer when pixels are stored as uint8
+    storage: str = "float32"  # dtype of the stored pixel_values
 
     def _target_shape(self) -> tuple[int, ...]:
         cfg = self.model_config
@@ -103,33 +114,54 @@ class ImageClassification(_Classification):
         size = self.recipe.image_size or getattr(cfg, "image_size", 224)
         return (getattr(cfg, "num_channels", 3), size, size)
 
-    def prepare(self, data):
+    def _encoder(self, train: Any) -> tuple[Any, Any]:
+        """The batched map function and its output features for this model's input."""
+        import datasets
+
+        from ..tasks.vision import (PixelNormalizer, encode_images, flat_grayscale, pixel_storage,
+                                    processed_features)
+
+        label = train.features["label"]
         shape = self._target_shape()
-        if "image" in data["train"].column_names:  # hub images (PIL) -> arrays on the fly
-            from ..tasks import make_image_transform
+        if len(shape) == 1:  # flat grayscale input (the 8-layer network on MNIST)
+            from ..tasks._common import flat_float_feature
 
-            if len(shape) == 1:  # flat grayscale input (FFN on MNIST)
-                side = int(round(shape[0] ** 0.5))
+            side = int(round(shape[0] ** 0.5))
+            features = datasets.Features({"pixel_values": flat_float_feature(shape[0]), "label": label})
+            self.storage = "float32"
+            return partial(flat_grayscale, side=side), features
+        if self.image_processor is None:
+            raise UsageError("image-classification: no image processor was set for the image column")
+        processor = self.image_processor[0]
+        probe = train[0]["image"]
+        storage = self.storage = pixel_storage(processor, probe)
+        out = encode_images({"image": [probe], "label": [0]}, processor, storage)["pixel_values"]
+        self.normalizer = PixelNormalizer(processor) if storage == "uint8" else None
+        return partial(encode_images, processor=processor, storage=storage), processed_features(
+            storage, out.shape[1:], label)
 
-                def transform(batch):
-                    from ..tasks.vision import resize_bilinear, to_rgb_array
-
-                    pixels = [resize_bilinear(to_rgb_array(img), side, side).mean(axis=2).reshape(-1)
-                              for img in batch["image"]]
-                    return {"pixel_values": pixels, "label": list(batch["label"])}
-            else:
-                mean, std = (self.image_stats or (None, None))[:2]
-                mean = mean or getattr(self.model_config, "image_mean", None) or (0.5, 0.5, 0.5)
-                std = std or getattr(self.model_config, "image_std", None) or (0.5, 0.5, 0.5)
-                transform = make_image_transform(size=shape[1], image_mean=mean, image_std=std)
-            return data["train"].with_transform(transform), data["test"].with_transform(transform)
-        return data["train"], data["test"]
+    def prepare(self, data):
+        if "image" not in data["train"].column_names:  # pixel_values already (offline MNIST / Fashion-MNIST)
+            return data["train"], data["test"]
+        encode, features = self._encoder(data["train"])
+        prepared = []
+        for split in ("train", "test"):
+            ds = data[split]
+            prepared.append(ds.map(encode, batched=True, batch_size=64, remove_columns=ds.column_names,
+                                   features=features, num_proc=_map_processes(len(ds)),
+                                   desc=f"preprocess {split} images"))
+        # numpy rows of the stored dtype (the default numpy format widens uint8 to int64: 8x the bytes per batch)
+        prepared = [ds.with_format("numpy", columns=["pixel_values"], output_all_columns=True,
+                                   dtype=np.dtype(self.storage)) for ds in prepared]
+        return prepared[0], prepared[1]
 
     def collator(self):
         shape = self._target_shape()
+        normalizer = self.normalizer
 
         def collate(features):
-            pixels = torch.stack([torch.as_tensor(np.asarray(f["pixel_values"]), dtype=torch.float32) for f in features])
+            pixels = torch.as_tensor(np.stack([np.asarray(f["pixel_values"]) for f in features]))
+            pixels = normalizer(pixels) if normalizer is not None else pixels.to(torch.float32)
             if pixels[0].numel() != int(np.prod(shape)):
                 raise UsageError(
                     f"images have {pixels[0].numel()} values, the model expects {shape} "
@@ -191,34 +223,41 @@ class Summarization(TaskPipeline):
         body = tok(dialogue.strip(), add_special_tokens=False)["input_ids"]
         return head + body[: max(0, budget - len(head) - len(tail))] + tail
 
+    def generation_config(self) -> Any:
+        """The recipe's decoding (``generation:``: beams, sampling, ...; greedy when empty) for ``model.generate``."""
+        from transformers import GenerationConfig
+
+        tok = self.tokenizer
+        return GenerationConfig(**self.recipe.generation, max_new_tokens=self.recipe.max_new_tokens,
+                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+
     def generate(self, model, dialogues: list[str]) -> list[str]:
-        """Greedy summaries for ``dialogues`` (left-padded batches, Gaussian layers in eval mode)."""
+        """Summaries of ``dialogues`` by ``model.generate`` on left-padded batches (Gaussian layers in eval mode,
+        one weight draw per call); the prompt's dialogue is cut to fit ``max_length - max_new_tokens``."""
         from tqdm.auto import tqdm
+        from transformers import set_seed
 
         from ..tasks import extract_generated_summary
 
         tok = self.tokenizer
         device = next(model.parameters()).device
         batch_size = self.recipe.eval_batch_size or self.recipe.batch_size
+        config = self.generation_config()
+        if config.do_sample:  # sampling draws from the global RNG: seed it for the same summaries every run
+            set_seed(self.recipe.seed)
         model.eval()
         outputs: list[str] = []
-        for start in tqdm(range(0, len(dialogues), batch_size), desc="generate", unit="batch"):
-            prompts = [self._prompt_ids(d) for d in dialogues[start:start + batch_size]]
-            width = max(len(p) for p in prompts)
-            input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(prompts), width), dtype=torch.long)
-            for i, p in enumerate(prompts):
-                input_ids[i, width - len(p):] = torch.tensor(p)
-                attention[i, width - len(p):] = 1
-            with torch.no_grad():
-                generated = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                    max_new_tokens=self.recipe.max_new_tokens, do_sample=False,
-                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                )
-            for row in generated[:, width:]:
-                text = tok.decode(row.tolist(), skip_special_tokens=False)
-                outputs.append(extract_generated_summary(text, tok.eos_token))
+        side, tok.padding_side = tok.padding_side, "left"  # a decoder continues after the last real token
+        try:
+            for start in tqdm(range(0, len(dialogues), batch_size), desc="generate", unit="batch"):
+                prompts = [self._prompt_ids(d) for d in dialogues[start:start + batch_size]]
+                batch = tok.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(device)
+                with torch.no_grad():
+                    generated = model.generate(**batch, generation_config=config)
+                texts = tok.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=False)
+                outputs += [extract_generated_summary(text, tok.eos_token) for text in texts]
+        finally:
+            tok.padding_side = side
         return outputs
 
     def evaluate(self, trainer, model, raw_test, test):

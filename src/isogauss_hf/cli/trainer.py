@@ -1,6 +1,9 @@
 """The ``transformers.Trainer`` of one variant: its arguments, the task head's own learning rate, labelled bars.
 
-* :func:`training_args` — ``TrainingArguments`` from a recipe (lr, schedule, warm-up, batch, seed, ...);
+* :func:`training_args` — ``TrainingArguments`` from a recipe (lr, schedule, warm-up, batch, seed, precision, ...);
+  the recipe's ``batch_size`` is the global batch (Table 9's), split over the processes of ``accelerate launch`` /
+  ``torchrun`` (:func:`per_device_batch`); ``precision: auto`` is bf16 on a GPU that has it, fp16 on one that
+  does not, fp32 on CPU (:func:`~isogauss_hf.recipe_checks.resolve_precision`);
 * :func:`head_parameter_names` — the parameters of the task head (``classifier`` / ``score`` /
   ``qa_outputs``: usually new, randomly initialised on top of a pretrained encoder);
 * :func:`make_trainer` — the Trainer; when the recipe's ``head_lr`` differs from ``lr`` its optimizer has
@@ -14,19 +17,50 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["HEAD_MODULES", "training_args", "head_parameter_names", "make_trainer", "labelled_progress"]
+__all__ = ["HEAD_MODULES", "training_args", "per_device_batch", "world_size", "head_parameter_names", "make_trainer",
+           "labelled_progress"]
 
 #: Module names of task heads (matched against each component of a parameter's name).
 HEAD_MODULES = ("classifier", "score", "qa_outputs")
 
 
+def world_size() -> int:
+    """Processes of a data-parallel launch (``WORLD_SIZE`` of ``accelerate launch`` / ``torchrun``; 1 alone)."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def per_device_batch(batch_size: int, processes: int) -> int:
+    """The per-process batch of a global ``batch_size`` split over ``processes`` (one-line error when uneven)."""
+    if batch_size % processes:
+        raise UsageError(f"batch_size {batch_size} is the global batch (Table 9) and does not split evenly over "
+                         f"{processes} processes; use --batch-size {processes * max(1, batch_size // processes)} or a "
+                         f"process count that divides {batch_size}")
+    return batch_size // processes
+
+
 def training_args(recipe: Any, output_dir: Any) -> Any:
+    import os
+
     import torch
     from transformers import TrainingArguments
 
+    from ..errors import RecipeError
+    from ..recipe_checks import resolve_precision
+
+    cuda = torch.cuda.is_available()
+    try:
+        precision = resolve_precision(recipe.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    except RecipeError as e:
+        raise UsageError(str(e)) from None
+    processes = world_size()
     return TrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=recipe.batch_size,
+        per_device_train_batch_size=per_device_batch(recipe.batch_size, processes),
         per_device_eval_batch_size=recipe.eval_batch_size or recipe.batch_size,
         learning_rate=recipe.lr,
         weight_decay=recipe.weight_decay,
@@ -36,6 +70,8 @@ def training_args(recipe: Any, output_dir: Any) -> Any:
         warmup_steps=recipe.warmup_ratio,  # transformers 5: a value < 1 is a fraction of the steps
         optim="sgd" if recipe.optimizer == "sgd" else "adamw_torch",
         optim_args=f"momentum={recipe.momentum}" if recipe.optimizer == "sgd" and recipe.momentum else None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         eval_strategy="no",
         save_strategy="steps",
         save_steps=recipe.save_steps,
@@ -44,8 +80,9 @@ def training_args(recipe: Any, output_dir: Any) -> Any:
         seed=recipe.seed,
         data_seed=recipe.seed,
         report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
+        use_cpu=not cuda,
+        # a GPU waits for batches: workers collate while it computes (on CPU they would compete for its cores)
+        dataloader_num_workers=min(4, (os.cpu_count() or 2) // (2 * processes)) if cuda else 0,
         remove_unused_columns=True,
         disable_tqdm=False,
     )

