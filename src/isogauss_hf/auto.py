@@ -37,7 +37,7 @@ from typing import Any, Optional, Union
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto import auto_factory, modeling_auto
 
-from .checkpoint import ISOGAUSS_MODEL_TYPE, base_config_dict
+from .checkpoint import ISOGAUSS_MODEL_TYPE, base_config_dict, config_fingerprint
 from .config import IsoGaussConfig
 from .errors import CheckpointError, UsageError
 from .model import IsoGaussModel
@@ -51,7 +51,8 @@ _PASSED_BY_TRANSFORMERS = ("_from_auto", "_from_pipeline", "trust_remote_code", 
                            "use_safetensors", "low_cpu_mem_usage")
 _OVERRIDABLE = ("noise", "num_samples", "rule", "distribution_lr", "std_floor")
 _PIPELINE_KEY = "isogauss-hf wrapper"
-_NOT_COMPARED = {"_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype"}
+#: Besides the sizes of :func:`~isogauss_hf.checkpoint.config_fingerprint`, the label maps define the task head.
+_LABEL_KEYS = ("id2label", "label2id")
 
 
 class IsoGaussCheckpointConfig(PretrainedConfig):
@@ -101,10 +102,20 @@ def _check_task(auto_class: type, model: Any, where: str) -> None:
                           f"build; load it with {hint}")
 
 
+def _architecture(config: PretrainedConfig) -> dict[str, Any]:
+    """What defines the architecture of ``config``: its sizes, model type, label count and label maps.
+
+    Run-time switches (``use_cache``, which the Trainer saves as false; ``output_attentions``, ...) are left out:
+    they do not change which weights the checkpoint holds."""
+    values = config.to_dict()
+    return {**config_fingerprint(config), **{k: values.get(k) for k in _LABEL_KEYS}}
+
+
 def _check_config_unchanged(passed: IsoGaussCheckpointConfig, loaded: PretrainedConfig, name: str) -> None:
-    """Config values given to ``from_pretrained`` (``num_labels=5``, ...) land in ``passed``; they are not applied."""
-    a, b = passed.base_config().to_dict(), loaded.to_dict()
-    changed = sorted(k for k in set(a) | set(b) if k not in _NOT_COMPARED and a.get(k) != b.get(k))
+    """Architecture values given to ``from_pretrained`` (``num_labels=5``, ...) land in ``passed``; they are not
+    applied, so a difference is refused."""
+    a, b = _architecture(passed.base_config()), _architecture(loaded)
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if changed:
         raise UsageError(f"{name}.from_pretrained: config value(s) {changed} given differ from the checkpoint's "
                          "config.json; a compressed checkpoint loads as saved (set such values on model.config "
