@@ -55,6 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             list_everything()
             return 0
         recipe = resolve_recipe(args)
+        for note in args.plan_notes:  # what was chosen for the user: the alias's recipe, an inferred task
+            print(note, flush=True)
         output_dir = args.output_dir or os.path.join("runs", recipe.name)
         if args.dry_run:
             return dry_run(recipe, output_dir)

@@ -30,8 +30,8 @@ from typing import Any, Optional
 from ..card import RESULTS_NAME  # the file a run writes and a model card reads: one name
 from ..errors import UsageError
 
-__all__ = ["RUN_MARKER", "RESULTS_NAME", "UNFINISHED", "RunResults", "prepare_output_dir", "write_json",
-           "library_versions", "hub_token", "can_push", "push_final_model"]
+__all__ = ["RUN_MARKER", "RESULTS_NAME", "UNFINISHED", "RunResults", "prepare_output_dir", "make_output_dir",
+           "write_json", "library_versions", "hub_token", "can_push", "push_final_model"]
 
 RUN_MARKER = "run.json"
 UNFINISHED = ("interrupted", "failed")  # statuses a rerun replaces without --overwrite
@@ -113,8 +113,21 @@ def prepare_output_dir(path: str, overwrite: bool, resume: bool = False) -> Path
             raise UsageError(f"output dir {path!r} holds another run; pass --overwrite to replace it or choose another "
                              f"--output-dir")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, path)
     return out
+
+
+def make_output_dir(out: Path, path: str, flag: str = "--output-dir") -> None:
+    """Create ``out`` (and its parents) and check that files can be written in it; one-line error otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:  # under a file (NotADirectoryError), read-only (EROFS), no permission, disk full, ...
+        raise UsageError(f"{flag} {path!r} cannot be written: {e.strerror or type(e).__name__}"
+                         f"{f' ({e.filename})' if e.filename and str(e.filename) != path else ''}; choose a "
+                         f"writable directory") from None
 
 
 def library_versions() -> dict[str, str]:

