@@ -277,6 +277,12 @@ def get_isogauss_model(model: nn.Module, config: IsoGaussConfig) -> IsoGaussMode
     """
     if isinstance(model, IsoGaussModel):
         raise ValueError("this model already has Gaussian layers (it is an IsoGaussModel)")
+    if not isinstance(model, nn.Module):
+        shown = repr(model) if len(repr(model)) <= 60 else repr(model)[:57] + "..."
+        hint = (f"; load it first, e.g. AutoModelForSequenceClassification.from_pretrained({model!r})"
+                if isinstance(model, (str, os.PathLike)) else "")
+        raise TypeError(f"model must be a torch nn.Module (a transformers model), got {type(model).__name__} "
+                        f"{shown}{hint}")
     if not isinstance(config, IsoGaussConfig):
         raise TypeError(f"config must be an IsoGaussConfig, got {type(config).__name__}")
     return IsoGaussModel._wrap(model, config, convert_in_place(model, config))
