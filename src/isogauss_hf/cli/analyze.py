@@ -98,8 +98,38 @@ def _task_for(args: argparse.Namespace) -> str:
             raise UsageError(f"dataset {args.dataset!r} is for {task}, not --task {args.task}")
         return task
     if args.task is None:
-        raise UsageError(f"--task is needed for dataset {args.dataset!r} (one of {', '.join(TASKS)})")
+        from .data import is_local_dataset
+        from .taskguess import infer_task
+
+        if not is_local_dataset(args.dataset):
+            raise UsageError(f"unknown dataset {args.dataset!r}; known datasets: {', '.join(sorted(DATASETS))} (or a "
+                             f"local .csv/.json/.jsonl/.parquet file or dataset directory)")
+        task, why = infer_task(args.dataset)
+        print(f"task {task}, {why}", flush=True)
+        return task
     return args.task
+
+
+def _check_output_dir(path: str) -> None:
+    """``--output-dir`` must be a directory that can be created and written (checked before any work)."""
+    import os
+
+    target = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise UsageError(f"--output-dir {path!r} is a file; give a directory (it is created when missing)")
+    parent = target
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output-dir {path!r} cannot be created: {parent!r} is a file")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--output-dir {path!r} cannot be written ({parent!r} is not writable); choose another")
+
+
+def _all_deltas_zero(scan: Any) -> bool:
+    """Whether every calibration loss increase is exactly 0 (nothing the scan could rank blocks by)."""
+    values = [v for b in scan.blocks for v in (b.replacement_loss, b.removal_loss) if v is not None]
+    return bool(values) and all(v == 0 for v in values)
 
 
 def _block_count(config: Any) -> Optional[int]:
@@ -160,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     check_score(args.score)
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    _check_output_dir(args.output_dir)
     layers = _parse_blocks(args.layers)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     task = _task_for(args)
@@ -202,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
                "blocks": f"{num_blocks} ({'all' if layers is None else ','.join(map(str, layers))} analysed)",
                "torch threads": torch.get_num_threads()}
     extra: dict[str, Any] = {}
+    if batches is not None and check_score(args.score).needs_data and _all_deltas_zero(scan):
+        raise UsageError(f"every calibration loss increase is 0 on {args.dataset!r} (the loss does not depend on "
+                         f"any block), so --score {args.score} cannot rank the blocks; use data with more than one "
+                         f"class, or a weight score such as --score ks")
     print(f"\nblocks of {args.model}, safest first by {args.score}:")
     print(format_table(scan, args.score))
     if args.suggest is not None:
