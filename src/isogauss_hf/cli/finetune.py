@@ -71,6 +71,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         preflight(recipe)
         resume = bool(args.resume_from_checkpoint)
         out = prepare_output_dir(output_dir, args.overwrite, resume)
+        if resume:
+            from .resume import check_same_configuration, clean_stale_saves
+
+            check_same_configuration(recipe, out)
+            for note in clean_stale_saves(out):
+                print(note, flush=True)
         from .run import run_training
 
         return run_training(RunContext(recipe=recipe, out=out, resume=resume, push_to_hub=args.push_to_hub))

@@ -9,8 +9,9 @@ Layout::
     OUTPUT_DIR/checkpoints/RUN/  Trainer checkpoints while training (removed once the run is saved)
 
 ``results.json``'s ``status`` is ``running`` while the run goes on, then ``completed``,
-``interrupted`` (Ctrl-C, SIGTERM) or ``failed``. A directory whose run is unfinished (interrupted,
-failed, or ``running`` although its process is gone, e.g. after SIGKILL) is replaced by the next run
+``interrupted`` (Ctrl-C, SIGTERM), ``diverged`` (a loss or weight not finite) or ``failed``. A directory whose
+run is unfinished (interrupted, diverged, failed, or ``running`` although its process is gone, e.g. after
+SIGKILL) is replaced by the next run
 without ``--overwrite``; a completed run needs ``--overwrite``; a run whose process is alive is never
 touched.
 """
@@ -34,7 +35,7 @@ __all__ = ["RUN_MARKER", "RESULTS_NAME", "UNFINISHED", "RunResults", "prepare_ou
            "write_json", "library_versions", "hub_token", "can_push", "push_final_model"]
 
 RUN_MARKER = "run.json"
-UNFINISHED = ("interrupted", "failed")  # statuses a rerun replaces without --overwrite
+UNFINISHED = ("interrupted", "failed", "diverged")  # statuses a rerun replaces without --overwrite
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 * :func:`training_args` — ``TrainingArguments`` from a recipe (lr, schedule, warm-up, batch, seed, ...);
 * :func:`head_parameter_names` — the parameters of the task head (``classifier`` / ``score`` /
   ``qa_outputs``: usually new, randomly initialised on top of a pretrained encoder);
-* :func:`make_trainer` — the Trainer; when the recipe's ``head_lr`` differs from ``lr`` its optimizer has
+* :func:`make_trainer` — the Trainer, stopped with :class:`~isogauss_hf.errors.TrainingDiverged` at the first step
+  whose loss is not finite; when the recipe's ``head_lr`` differs from ``lr`` its optimizer has
   the head's parameters in their own groups at ``head_lr`` (the scheduler scales both alike). The body
   stays the first group, whose lr :class:`~isogauss_hf.IsoGaussCallback` uses for the distribution step.
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UsageError
+import torch
+
+from ..errors import TrainingDiverged, UsageError
 
 __all__ = ["HEAD_MODULES", "training_args", "head_parameter_names", "make_trainer", "labelled_progress"]
 
@@ -79,10 +82,28 @@ def labelled_progress(label: str, eval_note: str = "") -> Any:
     return LabelledProgress()
 
 
-def _trainer_class(head_names: set[str], head_lr: float) -> type:
+def _guarded_trainer() -> type:
     from transformers import Trainer
 
-    class HeadLrTrainer(Trainer):
+    class GuardedTrainer(Trainer):
+        """Trainer that stops at the first step whose loss is not finite (transformers would log the running mean
+        instead and train on, to a "completed" model of NaN or 1e30 weights)."""
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not bool(torch.isfinite(loss).all()):
+                lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.args.learning_rate
+                raise TrainingDiverged(f"training diverged at step {self.state.global_step + 1}: the loss is "
+                                       f"{float(loss.float().mean())}; the learning rate ({lr:g} at that step) is the "
+                                       f"likely cause: lower --lr (and --head-lr), or check the data for extreme "
+                                       f"values")
+            return loss
+
+    return GuardedTrainer
+
+
+def _trainer_class(head_names: set[str], head_lr: float) -> type:
+    class HeadLrTrainer(_guarded_trainer()):
         """Trainer whose optimizer puts the task head's parameters in groups of their own at ``head_lr``."""
 
         def create_optimizer(self, model=None):
@@ -106,7 +127,6 @@ def _trainer_class(head_names: set[str], head_lr: float) -> type:
 
 def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
     """The Trainer of ``variant`` on ``ctx``'s prepared data (IsoGaussCallback when ``callback``)."""
-    from transformers import Trainer
     from transformers.trainer_callback import ProgressCallback
 
     from ..callback import IsoGaussCallback
@@ -114,7 +134,7 @@ def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
     recipe, pipeline = ctx.recipe, ctx.pipeline
     args = training_args(recipe, ctx.checkpoints_dir(variant))
     args.remove_unused_columns = pipeline.remove_unused_columns
-    cls = Trainer
+    cls = _guarded_trainer()
     if recipe.head_lr != recipe.lr:
         names = head_parameter_names(model)
         if names:
