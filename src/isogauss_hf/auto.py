@@ -151,11 +151,11 @@ class IsoGaussAutoLoader:
         torch_dtype = kwargs.pop("torch_dtype", None)
         # config fields that a load cannot override (layers, ...) are refused by IsoGaussModel.from_pretrained
         fields = set(IsoGaussConfig.isogauss_fields())
-        unknown = sorted(set(kwargs) - fields - {"revision", "device_map", *HUB_KWARGS})
+        unknown = sorted(set(kwargs) - fields - {"revision", "device_map", "verify_checksums", *HUB_KWARGS})
         if unknown:
             raise TypeError(f"{name}.from_pretrained got unsupported keyword argument(s) {unknown} for an isogauss-hf "
                             f"compressed checkpoint; accepted: {list(_OVERRIDABLE)}, dtype, device_map, revision, "
-                            f"{list(HUB_KWARGS)}")
+                            f"verify_checksums, {list(HUB_KWARGS)}")
         model = IsoGaussModel.from_pretrained(pretrained_model_name_or_path, dtype=dtype or torch_dtype, **kwargs)
         _check_task(cls.auto_class, model, repr(str(pretrained_model_name_or_path)))
         if config is not None:

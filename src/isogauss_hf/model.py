@@ -193,7 +193,8 @@ class IsoGaussModel(SamplingMixin, nn.Module):
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], revision: Optional[str] = None,
                         torch_dtype: Union[torch.dtype, str, None] = None,
                         device_map: Union[str, torch.device, None] = None, *,
-                        dtype: Union[torch.dtype, str, None] = None, **overrides) -> "IsoGaussModel":
+                        dtype: Union[torch.dtype, str, None] = None, verify_checksums: bool = True,
+                        **overrides) -> "IsoGaussModel":
         """Rebuild a model from a compressed checkpoint (local directory or Hub repo id).
 
         Only the base config, the non-replaced weights and the statistics are read: the base model is built
@@ -202,12 +203,15 @@ class IsoGaussModel(SamplingMixin, nn.Module):
         name, or ``"auto"`` (the dtype in ``config.json``); statistics stay fp32. Hub options
         (``cache_dir``, ``local_files_only``, ``token``, ``force_download``) go to the download. With
         ``import isogauss_hf``, ``AutoModelFor*.from_pretrained`` and ``pipeline`` load the same way (:mod:`.auto`).
+        Every tensor is checked against the SHA-256 recorded at save; ``verify_checksums=False`` loads a file edited
+        on purpose (``save_pretrained`` then records the new values).
         """
         from .checkpoint import read_checkpoint
         from .serialization import HUB_KWARGS
 
         hub = {k: overrides.pop(k) for k in HUB_KWARGS if k in overrides}
-        base, config, records = read_checkpoint(str(pretrained_model_name_or_path), revision, overrides, hub)
+        base, config, records = read_checkpoint(str(pretrained_model_name_or_path), revision, overrides, hub,
+                                                verify_checksums=verify_checksums)
         model = cls._wrap(base, config, records)
         target = _resolve_dtype(dtype if dtype is not None else torch_dtype, base.config)
         if target is not None:
