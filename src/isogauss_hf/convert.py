@@ -78,7 +78,7 @@ def convert_in_place(model: nn.Module, config: IsoGaussConfig) -> list[dict[str,
 def _check_finite(name: str, module: nn.Module) -> None:
     """A NaN or infinite weight becomes NaN statistics, and a checkpoint that no loader accepts: refuse it here."""
     for pname, tensor in module.named_parameters():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
             bad = ~torch.isfinite(tensor.detach())
             raise ValueError(f"cannot convert {name!r}: its {pname} holds {int(bad.sum())} non-finite value(s) "
                              f"(e.g. {float(tensor.detach()[bad].reshape(-1)[0])}); the statistics would be NaN. "
@@ -88,7 +88,8 @@ def _check_finite(name: str, module: nn.Module) -> None:
 def _check_statistics(name: str, layer: nn.Module, module: nn.Module) -> None:
     """Finite weights can still overflow the float32 statistics (|w| near 1e30): refuse, naming the module."""
     for part_name, part in iter_isogauss_layers(layer):
-        bad = [stat for stat in IsoGaussLayer.STAT_NAMES if not bool(torch.isfinite(getattr(part, stat)).all())]
+        bad = [stat for stat in IsoGaussLayer.STAT_NAMES
+               if not getattr(part, stat).is_meta and not bool(torch.isfinite(getattr(part, stat)).all())]
         if bad:
             top = max(float(p.detach().abs().max()) for p in module.parameters() if p.numel())
             where = f"{name}.{part_name}" if part_name else name
