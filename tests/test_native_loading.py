@@ -79,8 +79,8 @@ def test_auto_loading_takes_overrides_dtype_and_refuses_unknown_arguments(tmp_pa
     assert all(layer.noise == "seeded" for layer in loaded.isogauss_layers().values())
     assert loaded.base_model.classifier.weight.dtype == torch.float64
     assert next(iter(loaded.isogauss_layers().values())).row_std.dtype == torch.float32
-    with pytest.raises(ValueError, match=r"config value\(s\) \['id2label', 'label2id', 'num_labels'\] given differ "
-                                         r"from the checkpoint's config\.json"):
+    with pytest.raises(ValueError, match=r"config value\(s\) \['id2label', 'label2id'\] given differ from the "
+                                         r"checkpoint's config\.json"):
         AutoModelForSequenceClassification.from_pretrained(path, num_labels=5)  # absorbed by AutoConfig, not applied
     with pytest.raises(TypeError, match=r"unsupported keyword argument\(s\) \['bogus'\]"):
         AutoModelForSequenceClassification.from_pretrained(path, bogus=1)
@@ -89,8 +89,9 @@ def test_auto_loading_takes_overrides_dtype_and_refuses_unknown_arguments(tmp_pa
 
 
 def test_checkpoint_saved_after_trainer_training_loads_through_auto_and_pipeline(tmp_path):
-    """Issue 22.1: the Trainer saves ``use_cache: false`` into config.json; a run-time switch is no architecture
-    difference, so the Auto classes and pipeline() load what training wrote, with the same logits."""
+    """Issue 22.1: the Trainer saves ``use_cache: false`` into config.json, which AutoConfig drops; the Auto classes
+    compared it as if the caller had passed it. Now they and pipeline() load what training wrote, with the same
+    logits, and still refuse values the caller does pass."""
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
@@ -111,6 +112,8 @@ def test_checkpoint_saved_after_trainer_training_loads_through_auto_and_pipeline
     model.eval()
     assert json.loads(open(f"{path}/config.json").read()).get("use_cache") is False  # what made loading fail
     loaded = AutoModelForSequenceClassification.from_pretrained(path)
+    with pytest.raises(ValueError, match=r"config value\(s\) \['hidden_dropout_prob'\] given differ"):  # still refused
+        AutoModelForSequenceClassification.from_pretrained(path, hidden_dropout_prob=0.3)
     inputs = tokenizer(["w1 w2 w3", "w4 w5"], return_tensors="pt", padding=True)
     with torch.no_grad():
         expected = model(**inputs).logits

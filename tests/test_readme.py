@@ -11,8 +11,8 @@ Two ways, so CI (no offline assets) still runs all of it:
 Python blocks run as one script (the second continues the first). Shell commands run one by one, offline
 (``HF_HUB_OFFLINE=1``), in a fresh working directory holding the ``my.jsonl`` the README names; a command marked
 "needs the Hub" must end in the one-line "must be downloaded from the Hub" error (exit 2); training commands get
-a budget appended (:data:`BUDGET`: same plan, two steps; :data:`ANALYZE_BUDGET`) and must end ``completed``. Commands not run are listed
-in :data:`NOT_RUN` with the reason, and a README command in neither place fails the test.
+a budget appended (:data:`BUDGET`: same plan, two steps; :data:`ANALYZE_BUDGET`) and must end ``completed``.
+Commands not run are listed in :data:`NOT_RUN` with the reason, and a README command in neither place fails the test.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from typing import Any, Optional, Union
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto import auto_factory, modeling_auto
 
-from .checkpoint import ISOGAUSS_MODEL_TYPE, base_config_dict, config_fingerprint
+from .checkpoint import ISOGAUSS_MODEL_TYPE, base_config_dict, checkpoint_config_dict
 from .config import IsoGaussConfig
 from .errors import CheckpointError, UsageError
 from .model import IsoGaussModel
@@ -51,8 +51,7 @@ _PASSED_BY_TRANSFORMERS = ("_from_auto", "_from_pipeline", "trust_remote_code", 
                            "use_safetensors", "low_cpu_mem_usage")
 _OVERRIDABLE = ("noise", "num_samples", "rule", "distribution_lr", "std_floor")
 _PIPELINE_KEY = "isogauss-hf wrapper"
-#: Besides the sizes of :func:`~isogauss_hf.checkpoint.config_fingerprint`, the label maps define the task head.
-_LABEL_KEYS = ("id2label", "label2id")
+_NOT_COMPARED = {"_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype"}
 
 
 class IsoGaussCheckpointConfig(PretrainedConfig):
@@ -102,20 +101,15 @@ def _check_task(auto_class: type, model: Any, where: str) -> None:
                           f"build; load it with {hint}")
 
 
-def _architecture(config: PretrainedConfig) -> dict[str, Any]:
-    """What defines the architecture of ``config``: its sizes, model type, label count and label maps.
+def _check_config_unchanged(passed: IsoGaussCheckpointConfig, base_model: Any, name: str) -> None:
+    """Config values given to ``from_pretrained`` (``num_labels=5``, ``output_attentions=True``, ...) land in
+    ``passed``; they are not applied to a compressed checkpoint, so they are refused.
 
-    Run-time switches (``use_cache``, which the Trainer saves as false; ``output_attentions``, ...) are left out:
-    they do not change which weights the checkpoint holds."""
-    values = config.to_dict()
-    return {**config_fingerprint(config), **{k: values.get(k) for k in _LABEL_KEYS}}
-
-
-def _check_config_unchanged(passed: IsoGaussCheckpointConfig, loaded: PretrainedConfig, name: str) -> None:
-    """Architecture values given to ``from_pretrained`` (``num_labels=5``, ...) land in ``passed``; they are not
-    applied, so a difference is refused."""
-    a, b = _architecture(passed.base_config()), _architecture(loaded)
-    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    ``passed`` is compared with the checkpoint's own config.json read the same way (``AutoConfig`` drops some saved
+    values, such as the ``use_cache: false`` the Trainer writes), so only what the caller gave can differ."""
+    saved = IsoGaussCheckpointConfig.from_dict(checkpoint_config_dict(base_model)).base_config().to_dict()
+    given = passed.base_config().to_dict()
+    changed = sorted(k for k in set(given) | set(saved) if k not in _NOT_COMPARED and given.get(k) != saved.get(k))
     if changed:
         raise UsageError(f"{name}.from_pretrained: config value(s) {changed} given differ from the checkpoint's "
                          "config.json; a compressed checkpoint loads as saved (set such values on model.config "
@@ -159,7 +153,7 @@ class IsoGaussAutoLoader:
         model = IsoGaussModel.from_pretrained(pretrained_model_name_or_path, dtype=dtype or torch_dtype, **kwargs)
         _check_task(cls.auto_class, model, repr(str(pretrained_model_name_or_path)))
         if config is not None:
-            _check_config_unchanged(config, model.get_base_model().config, name)
+            _check_config_unchanged(config, model.get_base_model(), name)
         return model
 
     @classmethod

@@ -57,4 +57,5 @@ class RankDivergenceError(RuntimeError):
 
 
 class TrainingDiverged(RuntimeError):
-    """A training run whose loss (or weights) became NaN or infinite; the message names the step and the likely cause."""
+    """A training run whose loss (or weights) became NaN, infinite or exploded; the message names the step and the
+    likely cause."""

@@ -209,6 +209,8 @@ class IsoGaussModel(SamplingMixin, nn.Module):
         from .checkpoint import read_checkpoint
         from .serialization import HUB_KWARGS
 
+        if not isinstance(verify_checksums, bool):
+            raise TypeError(f"verify_checksums must be True or False, got {verify_checksums!r}")
         hub = {k: overrides.pop(k) for k in HUB_KWARGS if k in overrides}
         base, config, records = read_checkpoint(str(pretrained_model_name_or_path), revision, overrides, hub,
                                                 verify_checksums=verify_checksums)
@@ -254,6 +256,9 @@ class IsoGaussModel(SamplingMixin, nn.Module):
         model's outputs equal this model's in seeded mode with ``num_samples=1``. ``seed`` picks another
         draw instead. It loads with plain ``AutoModel*.from_pretrained`` without isogauss_hf.
         """
+        from .serialization import check_save_dir
+
+        check_save_dir(save_directory)
         names = [r["name"] for r in self.replaced_modules]
         with dense_swapped(self.base_model, names, seed=seed):
             self.base_model.save_pretrained(save_directory)

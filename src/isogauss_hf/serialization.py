@@ -36,6 +36,7 @@ __all__ = [
     "CHECKSUM_KEY",
     "tensor_sha256",
     "verify_checksums",
+    "check_save_dir",
     "HUB_KWARGS",
     "TRAINER_KEY_PREFIX",
 ]
@@ -226,6 +227,18 @@ def load_state_dict_checked(model: nn.Module, path: str, verify: bool = True) ->
         model.tie_weights()
 
 
+def check_save_dir(target: str) -> None:
+    """Refuse, naming the path, a save directory that is a file or lies under one (before anything is written)."""
+    path = os.path.abspath(target)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CheckpointError(f"cannot save to {target!r}: it is a file; give a directory")
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise CheckpointError(f"cannot save to {target!r}: {parent!r} is a file")
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str):
     """Yield a temporary directory next to ``target``; on success it replaces ``target`` by renames.
@@ -239,6 +252,7 @@ def atomic_directory(target: str):
     """
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
+    check_save_dir(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
     umask = os.umask(0)
@@ -284,6 +298,10 @@ def resolve_checkpoint_dir(name_or_path: str, revision: Optional[str] = None, **
         return name_or_path
     if os.path.exists(name_or_path):
         raise CheckpointError(f"{name_or_path!r} is a file; give the checkpoint directory")
+    if os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1 \
+            or name_or_path.endswith("/") or os.sep in name_or_path.replace("/", ""):
+        raise FileNotFoundError(f"checkpoint directory {name_or_path!r} does not exist (and it is not a Hub repo id "
+                                f"owner/name)")
     from huggingface_hub import snapshot_download
 
     try:

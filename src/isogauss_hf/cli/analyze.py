@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "metrics are measured")
     p.add_argument("--task", help="task of a local dataset (text-classification, image-classification, "
                                   "question-answering, summarization)")
+    p.add_argument("--text-column", help="column of a local dataset holding the text (default: text)")
+    p.add_argument("--label-column", help="column of a local dataset holding the label (default: label)")
     p.add_argument("--calibration-samples", type=int, default=128, help="training examples used for the scan (128)")
     p.add_argument("--batch-size", type=int, default=16, help="calibration batch size (16)")
     p.add_argument("--max-length", type=int, default=128, help="maximum tokens per example (128)")
@@ -104,7 +106,7 @@ def _task_for(args: argparse.Namespace) -> str:
         if not is_local_dataset(args.dataset):
             raise UsageError(f"unknown dataset {args.dataset!r}; known datasets: {', '.join(sorted(DATASETS))} (or a "
                              f"local .csv/.json/.jsonl/.parquet file or dataset directory)")
-        task, why = infer_task(args.dataset)
+        task, why = infer_task(args.dataset, text_column=args.text_column, label_column=args.label_column)
         print(f"task {task}, {why}", flush=True)
         return task
     return args.task
@@ -156,7 +158,8 @@ def _calibration(args, recipe, source, config, task) -> tuple[Any, Optional[list
     from .data import label_names, load_task_dataset
     from .pipelines import load_tokenizer, make_pipeline
 
-    data = load_task_dataset(args.dataset, task, {}, args.seed)
+    data = load_task_dataset(args.dataset, task, {}, args.seed,
+                             columns={"text": args.text_column, "label": args.label_column})
     labels = label_names(data) if task in ("text-classification", "image-classification") else None
     train = data["train"].shuffle(seed=args.seed)
     subset = train.select(range(min(args.calibration_samples, len(train))))

@@ -157,6 +157,9 @@ def custom_run_name(model: str, dataset: str) -> str:
 
 def resolve_recipe(args: argparse.Namespace) -> Recipe:
     """The recipe named by ``--recipe`` (or built from flags) with the command-line flags applied."""
+    if args.layers is not None and not args.layers.strip():
+        raise UsageError("--layers is empty: give 1-based blocks (e.g. 4,8,12), auto:K, or none for the dense "
+                         "baseline only")
     overrides: dict[str, Any] = {field: getattr(args, flag) for flag, field in RECIPE_FLAGS.items()}
     overrides[GAUSSIAN_KEY] = {field: getattr(args, flag) for flag, field in GAUSSIAN_FLAGS.items()}
     if args.max_steps is not None and args.epochs is None:
@@ -164,6 +167,15 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
     if args.epochs is not None and args.max_steps is None:
         overrides["max_steps"] = -1  # --epochs alone wins over the recipe's max_steps
     args.plan_notes = []
+    recipe = _resolve(args, overrides)
+    if args.baselines and args.baselines.strip().lower() != "none" and recipe.layers is None \
+            and recipe.auto_layers is None:  # said, not silently dropped (the run itself is what was asked)
+        args.plan_notes.append(f"note        --baselines {args.baselines} not run: they stand beside Gaussian blocks, "
+                               f"and --layers none trains the dense model only")
+    return recipe
+
+
+def _resolve(args: argparse.Namespace, overrides: dict[str, Any]) -> Recipe:
     if args.recipe:
         return apply_overrides(load_recipe(args.recipe), overrides)
     from .pipelines import MODEL_ALIASES

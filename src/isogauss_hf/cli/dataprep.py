@@ -126,8 +126,12 @@ def _clean_classification(data: Any, name: str, task: str) -> tuple[Any, dict[st
         raise UsageError(f"dataset {name!r} ({split} split) row {row}: label {label_values_raw[split][row]!r} is a "
                          f"class {'name' if kind == 'name' else 'id'}, but earlier rows hold {other}; "
                          f"use one or the other")
-    if not class_label:
+    if class_label:  # name the classes in the checks' messages
+        names = data["train"].features["label"].names
+        _check_label_values({s: [names[v] for v in vs] for s, vs in label_values.items()}, name, False)
+    else:
         _check_label_values(label_values, name, "name" in kinds)
+    if not class_label:
         kept = _encode_labels(kept, label_values, "name" in kinds)
     return datasets.DatasetDict(kept), dropped
 
@@ -144,6 +148,12 @@ def _check_label_values(values: dict[str, list], name: str, by_name: bool) -> No
     if len(train) == 1:
         raise UsageError(f"dataset {name!r}: every train row has the label {next(iter(train))!r}; a classifier needs "
                          f"two classes or more (is --label-column the right column?)")
+    if by_name:
+        ids = sorted(v for v in train | test if v.strip().isdigit())
+        names = sorted(v for v in train | test if not v.strip().isdigit())
+        if ids and names:
+            raise UsageError(f"dataset {name!r}: the label column mixes class ids {ids[:4]} and class names "
+                             f"{names[:4]}; use one or the other in every row and file")
     rows = len(values.get("train", ()))
     if by_name and rows >= 20 and len(train) > rows // 2:
         raise UsageError(f"dataset {name!r}: the label column holds {len(train)} different values in {rows} train "

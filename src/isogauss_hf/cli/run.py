@@ -103,6 +103,15 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
         "isogauss_config": variant.config.to_dict() if variant.config is not None else None,
         "saved_to": str(variant.save_dir),
     }
+    trace = getattr(trainer, "loss_trace", None)
+    if trace:
+        record["loss_first"], record["loss_last"] = list(trace["first"]), list(trace["last"])
+    if variant.gaussian:
+        from ..layers import iter_isogauss_layers
+
+        layers = [layer for _, layer in iter_isogauss_layers(model)]
+        record["skipped_layer_steps"] = sum(layer.skipped_steps for layer in layers)
+        record["layer_steps"] = len(layers) * int(train_output.global_step)
     if recipe.classifier_hidden:
         record["classifier_parameters"] = {"this_run": _classifier_parameters(model), "dense_head": dense_head,
                                            "hidden": recipe.classifier_hidden if variant.kind != "dense" else None}

@@ -11,14 +11,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from ..errors import TrainingDiverged, UsageError
 
-__all__ = ["HEAD_MODULES", "training_args", "head_parameter_names", "make_trainer", "labelled_progress"]
+__all__ = ["EXPLODED", "HEAD_MODULES", "training_args", "head_parameter_names", "make_trainer", "labelled_progress"]
 
+#: A training loss this many times the first step's (or 1, if larger) is a divergence even while finite: at
+#: --lr 1e30 the loss reaches 1e29-1e31 and the weights 1e30 without ever being NaN.
+EXPLODED = 1e4
 #: Module names of task heads (matched against each component of a parameter's name).
 HEAD_MODULES = ("classifier", "score", "qa_outputs")
 
@@ -91,12 +95,21 @@ def _guarded_trainer() -> type:
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
-            if not bool(torch.isfinite(loss).all()):
-                lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.args.learning_rate
-                raise TrainingDiverged(f"training diverged at step {self.state.global_step + 1}: the loss is "
-                                       f"{float(loss.float().mean())}; the learning rate ({lr:g} at that step) is the "
-                                       f"likely cause: lower --lr (and --head-lr), or check the data for extreme "
-                                       f"values")
+            step, value = self.state.global_step + 1, float(loss.float().mean())
+            trace = self.__dict__.setdefault("loss_trace", {})  # (step, loss) of the first and the latest step
+            first = trace.setdefault("first", (step, value))
+            trace["last"] = (step, value)
+            if step == 1 and not math.isfinite(value):
+                raise TrainingDiverged(f"the loss is {value} at the first step, before any update: the model's "
+                                       f"weights or the data hold non-finite or extreme values")
+            exploded = math.isfinite(value) and value > EXPLODED * max(first[1], 1.0)
+            if not math.isfinite(value) or exploded:
+                groups = self.optimizer.param_groups if self.optimizer is not None else []
+                lrs = ", ".join(f"{lr:g}" for lr in sorted({g["lr"] for g in groups})) or f"{self.args.learning_rate:g}"
+                what = f"grew from {first[1]:.4g} (step {first[0]}) to {value:.4g}" if exploded else f"is {value}"
+                raise TrainingDiverged(f"training diverged at step {step}: the loss {what}; the learning rate "
+                                       f"({lrs} at that step) is the likely cause: lower --lr (and --head-lr, "
+                                       f"--distribution-lr), or check the data for extreme values")
             return loss
 
     return GuardedTrainer
