@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import TrainingDiverged, UsageError
 from .context import RunContext
@@ -198,6 +198,27 @@ def _resolve_auto(ctx: RunContext, results: RunResults) -> None:
     results.begin(_plan(ctx))
 
 
+def _disk_error(error: BaseException) -> Any:
+    """The OSError of a full disk, an exceeded quota or a read-only filesystem in ``error``'s chain, or None."""
+    import errno
+
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _flush_quietly(results: RunResults, status: str, error: str) -> Optional[OSError]:
+    """Record ``status``; the OSError when results.json cannot be written (the disk that failed the run, too)."""
+    try:
+        results.flush(status, error)
+    except OSError as e:
+        return e
+    return None
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(f"signal {signal.Signals(signum).name}")
 
@@ -248,9 +269,17 @@ def run_training(ctx: RunContext) -> int:
             results.flush("failed", str(e))
         raise
     except Exception as e:
-        results.flush("failed", f"{type(e).__name__}: {e}")
+        failed_flush = _flush_quietly(results, "failed", f"{type(e).__name__}: {e}")
+        full = _disk_error(e) or (_disk_error(failed_flush) if failed_flush is not None else None)
+        where = (f"partial results in {results.path}" if failed_flush is None
+                 else f"results.json in {ctx.out} could not be updated")
+        if full is not None:  # a known cause: one line, no traceback
+            print(f"\n{PROG}: error: {full.strerror} while writing the run to {ctx.out} ({full.filename or 'a file'}); "
+                  f"free space there or choose another --output-dir, then rerun (add --resume-from-checkpoint to "
+                  f"continue) ({where})", file=sys.stderr)
+            return 1
         traceback.print_exc()
-        print(f"{PROG}: error: {type(e).__name__}: {e} (partial results in {results.path})", file=sys.stderr)
+        print(f"{PROG}: error: {type(e).__name__}: {e} ({where})", file=sys.stderr)
         return 1
     finally:
         if in_main:
