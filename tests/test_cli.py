@@ -169,9 +169,17 @@ def test_dry_run_lists_modules_and_flag_overrides(capsys, tiny_bert_dir):
     assert "train 6 of 6" in out or "train" in out
 
 
-def test_list_recipes(capsys):
+def test_list_recipes(capsys, monkeypatch, tmp_path):
     code, out, err = _run(capsys, "--list-recipes")
     assert code == 0 and "minilm-bbc-news" in out and "bbc_news" in out and "minilm" in out
+    # issue 22.2/22.3: each alias's recipe, and where the offline assets live (or that they are missing)
+    assert "bert                         BERT base uncased, 12 blocks (hub) [bert-ag-news]" in out
+    from isogauss_hf.tasks.assets import asset_report
+
+    lines = out[out.index("offline assets (installed by isogauss-fetch-assets):"):].splitlines()[1:]
+    for name, path in asset_report().items():
+        assert any(line.split()[0] == name and (path or "not installed (run isogauss-fetch-assets)") in line
+                   for line in lines), (name, lines)
 
 
 # --------------------------------------------------------------------------------------------- errors
