@@ -169,7 +169,7 @@ def test_dry_run_lists_modules_and_flag_overrides(capsys, tiny_bert_dir):
     assert "train 6 of 6" in out or "train" in out
 
 
-def test_list_recipes(capsys, monkeypatch, tmp_path):
+def test_list_recipes(capsys):
     code, out, err = _run(capsys, "--list-recipes")
     assert code == 0 and "minilm-bbc-news" in out and "bbc_news" in out and "minilm" in out
     # issue 22.2/22.3: each alias's recipe, and where the offline assets live (or that they are missing)
