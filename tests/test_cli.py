@@ -7,6 +7,7 @@ tokenizer); datasets are the fixtures in ``tests/fixtures`` (hub schemas) or sma
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -183,6 +184,14 @@ def test_dry_run_lists_modules_and_flag_overrides(capsys, tiny_bert_dir):
 def test_list_recipes(capsys):
     code, out, err = _run(capsys, "--list-recipes")
     assert code == 0 and "minilm-bbc-news" in out and "bbc_news" in out and "minilm" in out
+    # issue 22.2/22.3: each alias's recipe, and where the offline assets live (or that they are missing)
+    assert "bert                         BERT base uncased, 12 blocks (hub) [bert-ag-news]" in out
+    from isogauss_hf.tasks.assets import asset_report
+
+    lines = out[out.index("offline assets (installed by isogauss-fetch-assets):"):].splitlines()[1:]
+    for name, path in asset_report().items():
+        assert any(line.split()[0] == name and (path or "not installed (run isogauss-fetch-assets)") in line
+                   for line in lines), (name, lines)
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -340,12 +349,25 @@ def test_resume_from_checkpoint_continues_an_interrupted_run(capsys, tiny_bert_d
     monkeypatch.setattr(IsoGaussCallback, "on_step_end", crash_at_3)
     code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "res")
     assert code == 1 and "power cut" in err
-    assert list(Path("res/checkpoints").glob("*/checkpoint-2"))
+    [done] = list(Path("res/checkpoints").glob("*/checkpoint-2"))
     monkeypatch.setattr(IsoGaussCallback, "on_step_end", real)
+    # issue 22.4: another --layers than the interrupted run is refused naming both (it mixed them before)
+    code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "res", "--resume-from-checkpoint", "--layers", "2")
+    _one_line_error(code, err, "the run in 'res' was started with another configuration (layers 1 (interrupted run) "
+                               "vs 2 (now))")
+    assert done.is_dir()  # the refusal touched nothing
+    # a kill -9 while the Trainer wrote checkpoint-4 left it half-written, and a killed final save its temporary dir
+    cut = done.parent / "checkpoint-4"
+    cut.mkdir()
+    for name in ("model.safetensors", "tokenizer_config.json"):
+        (cut / name).write_bytes((done / name).read_bytes() if (done / name).is_file() else b"{}")
+    Path("res/.model.tmp-x1y2").mkdir()
     code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "res", "--resume-from-checkpoint")
     assert code == 0, err
-    assert "resuming from the last checkpoint" in out
-    assert _results("res")["status"] == "completed"
+    assert "removed .model.tmp-x1y2, left by a save that was killed half-way" in out
+    assert "skipped checkpoint-4: it lacks trainer_state.json, optimizer.pt, scheduler.pt (the save was cut short)" in out
+    assert f"resuming from the last complete checkpoint, {done}" in out
+    assert _results("res")["status"] == "completed" and not Path("res/.model.tmp-x1y2").exists()
     code, out, err = _run(capsys, "--recipe", recipe, "--output-dir", "nothing-here", "--resume-from-checkpoint")
     assert code == 2 and "holds no isogauss-finetune run to resume" in err
 
@@ -388,7 +410,23 @@ def test_non_finite_number_in_a_recipe_exits_2(capsys, tiny_bert_dir, tmp_path):
     assert not Path("bad").exists()
 
 
-def test_training_that_diverges_is_marked_failed_not_completed(capsys, tiny_bert_dir, monkeypatch):
+def test_training_that_diverges_stops_at_the_first_non_finite_loss(capsys, tiny_bert_dir):
+    """Issue 22.4: ``--lr 1e30`` completed with NaN eval loss and 1e30 weights (transformers logs a running mean in
+    place of a NaN loss); now the run stops at the first non-finite loss, status ``diverged``, naming the step."""
+    code, out, err = _run(capsys, "--model", tiny_bert_dir, "--dataset", FIXTURES / "ag_news.jsonl", "--task",
+                          "text-classification", "--layers", "1", "--compare-dense", "--lr", "1e30", "--max-steps",
+                          "6", "--output-dir", "nan")
+    assert code == 1
+    line = [x for x in err.splitlines() if "error:" in x]
+    assert len(line) == 1 and re.search(r"error: run 'dense': training diverged at step \d+: the loss is nan; the "
+                                        r"learning rate \(.*\) is the likely cause", line[0]), err
+    assert "Traceback" not in err
+    results = _results("nan")
+    assert results["status"] == "diverged" and "diverged at step" in results["error"] and results["runs"] == []
+    assert not Path("nan/model").exists() and not Path("nan/dense-baseline").exists()
+
+
+def test_training_loss_that_is_not_finite_is_diverged(capsys, tiny_bert_dir, monkeypatch):
     from transformers import Trainer
     from transformers.trainer_utils import TrainOutput
 
@@ -397,7 +435,7 @@ def test_training_that_diverges_is_marked_failed_not_completed(capsys, tiny_bert
                           "text-classification", "--layers", "none", "--max-steps", "1", "--output-dir", "nan")
     assert code == 1 and "diverged" in err
     results = _results("nan")
-    assert results["status"] == "failed" and "diverged" in results["error"] and results["runs"] == []
+    assert results["status"] == "diverged" and "diverged" in results["error"] and results["runs"] == []
     assert not Path("nan/model").exists()  # nothing saved that could pass for a trained model
 
 

@@ -86,7 +86,8 @@ def test_baselines_plan_in_the_dry_run_and_bad_names(capsys, tiny_bert_dir):
     one_line_error(code, err, "baseline 'pruned' is not known; choose from drop, lowrank, frozen")
     code, out, err = run_cli(capsys, *_bert_args(tiny_bert_dir, "--layers", "none", "--baselines", "drop",
                                                  "--max-steps", "1", "--output-dir", "nb"))
-    assert code == 0, err  # --layers none turns the comparisons off
+    assert code == 0, err  # --layers none turns the comparisons off, and says so (issue 22: not silently)
+    assert "--baselines drop not run: they stand beside Gaussian blocks, and --layers none trains" in out
     assert [r["name"] for r in results_of("nb")["runs"]] == ["dense"]
 
 

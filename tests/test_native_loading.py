@@ -100,6 +100,42 @@ def test_auto_loading_takes_overrides_dtype_and_refuses_unknown_arguments(tmp_pa
         AutoModelForSequenceClassification.from_pretrained(path, layers=[1])
 
 
+def test_checkpoint_saved_after_trainer_training_loads_through_auto_and_pipeline(tmp_path):
+    """Issue 22.1: the Trainer saves ``use_cache: false`` into config.json, which AutoConfig drops; the Auto classes
+    compared it as if the caller had passed it. Now they and pipeline() load what training wrote, with the same
+    logits, and still refuse values the caller does pass."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from isogauss_hf import IsoGaussCallback
+
+    tokenizer = _tokenizer(tmp_path)
+    model = get_isogauss_model(MODEL_FACTORIES["bert"](), IsoGaussConfig(layers=[2], noise="seeded"))
+    texts = [f"w{i} w{i + 1} w{i + 2}" for i in range(8)]
+    ds = Dataset.from_dict({"text": texts, "label": [i % 3 for i in range(8)]}).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    args = TrainingArguments(str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, report_to="none",
+                             use_cpu=True, save_strategy="no")
+    Trainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+            callbacks=[IsoGaussCallback()]).train()
+    path = str(tmp_path / "trained")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    model.eval()
+    assert json.loads(open(f"{path}/config.json").read()).get("use_cache") is False  # what made loading fail
+    loaded = AutoModelForSequenceClassification.from_pretrained(path)
+    with pytest.raises(ValueError, match=r"config value\(s\) \['hidden_dropout_prob'\] given differ"):  # still refused
+        AutoModelForSequenceClassification.from_pretrained(path, hidden_dropout_prob=0.3)
+    inputs = tokenizer(["w1 w2 w3", "w4 w5"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        assert torch.equal(loaded(**inputs).logits, expected)
+    pipe = pipeline("text-classification", model=path)
+    got = {d["label"]: d["score"] for d in pipe("w1 w2 w3", top_k=None)}
+    probs = torch.softmax(expected[0], -1)
+    assert got == pytest.approx({model.config.id2label[i]: float(p) for i, p in enumerate(probs)}, abs=1e-6)
+
+
 def test_auto_class_of_another_head_is_refused_naming_the_right_one(tmp_path):
     _, path = _saved(tmp_path)
     with pytest.raises(CheckpointError, match=r"holds a compressed BertForSequenceClassification, which "

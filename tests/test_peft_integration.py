@@ -200,6 +200,11 @@ def test_what_an_isogauss_adapter_cannot_do():
             pass
     with pytest.raises(ValueError, match="cannot be unloaded"):
         pm.unload()
+    # issue 22.4: merge_adapter / unmerge_adapter did nothing and raised nothing
+    with pytest.raises(ValueError, match=r"cannot be merged in place \(merge_adapter\).*merge_and_unload\(\)"):
+        pm.merge_adapter()
+    with pytest.raises(ValueError, match=r"nothing to unmerge \(unmerge_adapter\)"):
+        pm.unmerge_adapter()
     with pytest.raises(ValueError, match="only one isogauss adapter per model"):
         pm.add_adapter("second", IsoGaussConfig(layers=[1]))
 

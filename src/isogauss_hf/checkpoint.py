@@ -237,7 +237,7 @@ def _statistics(base: nn.Module):
 
 # ------------------------------------------------------------------ loading
 def read_checkpoint(name_or_path: str, revision: Optional[str] = None, overrides: Optional[dict[str, Any]] = None,
-                    hub_kwargs: Optional[dict[str, Any]] = None
+                    hub_kwargs: Optional[dict[str, Any]] = None, verify_checksums: bool = True
                     ) -> tuple[nn.Module, IsoGaussConfig, list[dict[str, Any]]]:
     """Rebuild ``(base model with its Gaussian modules, config, records)`` from a checkpoint (dir or Hub id).
 
@@ -245,6 +245,7 @@ def read_checkpoint(name_or_path: str, revision: Optional[str] = None, overrides
     from its config, never from dense pretrained weights. ``overrides`` replace config fields for this
     load (e.g. ``noise="seeded"``, ``num_samples=10``), except the fields in :data:`FIXED_AT_LOAD`.
     ``hub_kwargs`` (``cache_dir``, ``local_files_only``, ``token``, ``force_download``) go to the Hub download.
+    ``verify_checksums=False`` loads weights edited on purpose after saving (their recorded SHA-256 no longer match).
     """
     from transformers.initialization import no_init_weights
 
@@ -276,7 +277,7 @@ def read_checkpoint(name_or_path: str, revision: Optional[str] = None, overrides
     _check_selection(config, records, base, source)
     build_empty(base, config, records)
     weights = os.path.join(directory, WEIGHTS_NAME)
-    load_state_dict_checked(base, weights)
+    load_state_dict_checked(base, weights, verify=verify_checksums)
     check_statistics(_statistics(base), weights)
     _load_generation_config(base, directory)
     return base, config, records

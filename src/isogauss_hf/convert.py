@@ -59,15 +59,43 @@ def convert_in_place(model: nn.Module, config: IsoGaussConfig) -> list[dict[str,
     targets = resolve_targets(model, config)
     if not targets:
         raise ValueError("the configuration selects no module to convert")
-    records = []
-    for target in targets:
+    built = []
+    for target in targets:  # every layer is built and checked before any module changes: a refusal leaves the model
         module = model.get_submodule(target.name)
+        _check_finite(target.name, module)
         kind = layer_kind_for_module(module, target.name)
         layer = kind.build(module, config, derive_seed(config.seed, target.name), target.splits)
-        replace_module(model, target.name, layer)
-        records.append(_record(target, kind.describe(module, layer)))
+        _check_statistics(target.name, layer, module)
+        built.append((target, layer, kind.describe(module, layer)))
         del module
+    records = []
+    for target, layer, fields in built:
+        replace_module(model, target.name, layer)
+        records.append(_record(target, fields))
     return records
+
+
+def _check_finite(name: str, module: nn.Module) -> None:
+    """A NaN or infinite weight becomes NaN statistics, and a checkpoint that no loader accepts: refuse it here."""
+    for pname, tensor in module.named_parameters():
+        if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
+            bad = ~torch.isfinite(tensor.detach())
+            raise ValueError(f"cannot convert {name!r}: its {pname} holds {int(bad.sum())} non-finite value(s) "
+                             f"(e.g. {float(tensor.detach()[bad].reshape(-1)[0])}); the statistics would be NaN. "
+                             f"Load an intact checkpoint of the model, or leave this block out of layers")
+
+
+def _check_statistics(name: str, layer: nn.Module, module: nn.Module) -> None:
+    """Finite weights can still overflow the float32 statistics (|w| near 1e30): refuse, naming the module."""
+    for part_name, part in iter_isogauss_layers(layer):
+        bad = [stat for stat in IsoGaussLayer.STAT_NAMES
+               if not getattr(part, stat).is_meta and not bool(torch.isfinite(getattr(part, stat)).all())]
+        if bad:
+            top = max(float(p.detach().abs().max()) for p in module.parameters() if p.numel())
+            where = f"{name}.{part_name}" if part_name else name
+            raise ValueError(f"cannot convert {where!r}: its {', '.join(bad)} overflow (weights up to {top:.3g} in "
+                             f"magnitude), so every draw would be NaN. Load an intact checkpoint of the model, or "
+                             f"leave this block out of layers")
 
 
 def build_empty(base: nn.Module, config: IsoGaussConfig, records: list[dict[str, Any]]) -> None:

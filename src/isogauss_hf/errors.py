@@ -6,6 +6,8 @@
   installs it (a ``FileNotFoundError``, so code catching that keeps working).
 * :class:`CheckpointError` — a checkpoint that cannot be loaded as it is (a ``ValueError``).
 * :class:`RankDivergenceError` — ranks of a data-parallel run hold different Gaussian statistics.
+* :class:`TrainingDiverged` — a training run whose loss or weights stopped being finite (``isogauss-finetune``
+  stops it at the first such step, status ``diverged``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __all__ = [
     "MissingAssetError",
     "CheckpointError",
     "RankDivergenceError",
+    "TrainingDiverged",
 ]
 
 
@@ -51,3 +54,8 @@ class CheckpointError(ValueError):
 
 class RankDivergenceError(RuntimeError):
     """The ranks of a data-parallel run hold different Gaussian statistics."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A training run whose loss (or weights) became NaN, infinite or exploded; the message names the step and the
+    likely cause."""

@@ -193,7 +193,8 @@ class IsoGaussModel(SamplingMixin, nn.Module):
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], revision: Optional[str] = None,
                         torch_dtype: Union[torch.dtype, str, None] = None,
                         device_map: Union[str, torch.device, None] = None, *,
-                        dtype: Union[torch.dtype, str, None] = None, **overrides) -> "IsoGaussModel":
+                        dtype: Union[torch.dtype, str, None] = None, verify_checksums: bool = True,
+                        **overrides) -> "IsoGaussModel":
         """Rebuild a model from a compressed checkpoint (local directory or Hub repo id).
 
         Only the base config, the non-replaced weights and the statistics are read: the base model is built
@@ -202,12 +203,17 @@ class IsoGaussModel(SamplingMixin, nn.Module):
         name, or ``"auto"`` (the dtype in ``config.json``); statistics stay fp32. Hub options
         (``cache_dir``, ``local_files_only``, ``token``, ``force_download``) go to the download. With
         ``import isogauss_hf``, ``AutoModelFor*.from_pretrained`` and ``pipeline`` load the same way (:mod:`.auto`).
+        Every tensor is checked against the SHA-256 recorded at save; ``verify_checksums=False`` loads a file edited
+        on purpose (``save_pretrained`` then records the new values).
         """
         from .checkpoint import read_checkpoint
         from .serialization import HUB_KWARGS
 
+        if not isinstance(verify_checksums, bool):
+            raise TypeError(f"verify_checksums must be True or False, got {verify_checksums!r}")
         hub = {k: overrides.pop(k) for k in HUB_KWARGS if k in overrides}
-        base, config, records = read_checkpoint(str(pretrained_model_name_or_path), revision, overrides, hub)
+        base, config, records = read_checkpoint(str(pretrained_model_name_or_path), revision, overrides, hub,
+                                                verify_checksums=verify_checksums)
         model = cls._wrap(base, config, records)
         target = _resolve_dtype(dtype if dtype is not None else torch_dtype, base.config)
         if target is not None:
@@ -250,6 +256,9 @@ class IsoGaussModel(SamplingMixin, nn.Module):
         model's outputs equal this model's in seeded mode with ``num_samples=1``. ``seed`` picks another
         draw instead. It loads with plain ``AutoModel*.from_pretrained`` without isogauss_hf.
         """
+        from .serialization import check_save_dir
+
+        check_save_dir(save_directory)
         names = [r["name"] for r in self.replaced_modules]
         with dense_swapped(self.base_model, names, seed=seed):
             self.base_model.save_pretrained(save_directory)
@@ -277,6 +286,12 @@ def get_isogauss_model(model: nn.Module, config: IsoGaussConfig) -> IsoGaussMode
     """
     if isinstance(model, IsoGaussModel):
         raise ValueError("this model already has Gaussian layers (it is an IsoGaussModel)")
+    if not isinstance(model, nn.Module):
+        shown = repr(model) if len(repr(model)) <= 60 else repr(model)[:57] + "..."
+        hint = (f"; load it first, e.g. AutoModelForSequenceClassification.from_pretrained({model!r})"
+                if isinstance(model, (str, os.PathLike)) else "")
+        raise TypeError(f"model must be a torch nn.Module (a transformers model), got {type(model).__name__} "
+                        f"{shown}{hint}")
     if not isinstance(config, IsoGaussConfig):
         raise TypeError(f"config must be an IsoGaussConfig, got {type(config).__name__}")
     return IsoGaussModel._wrap(model, config, convert_in_place(model, config))

@@ -17,8 +17,9 @@ Adapter semantics:
 * the adapter file holds every Gaussian layer's statistics, noise seed, draw counter and bias plus the
   ``modules_to_save`` copies; loading checks them (missing, unexpected or wrong-shaped tensors, non-finite
   statistics and negative stds are an error);
-* the dense weights of the replaced matrices are gone, so the adapter cannot be disabled or unloaded;
-  ``merge_and_unload()`` returns the base model with one seeded draw per Gaussian layer (as ``export_dense``);
+* the dense weights of the replaced matrices are gone, so the adapter cannot be disabled, unloaded, or merged in
+  place (``merge_adapter`` / ``unmerge_adapter`` are refused); ``merge_and_unload()`` returns the base model with
+  one seeded draw per Gaussian layer (as ``export_dense``);
 * ``print_trainable_parameters()`` / ``get_nb_trainable_parameters()`` count the statistics GDU/WDU learn (buffers)
   as trainable, as :class:`~isogauss_hf.IsoGaussModel` does. PEFT counts ``named_parameters()`` only and offers no
   tuner hook, so registration wraps ``PeftModel.get_nb_trainable_parameters`` once: the wrapper calls PEFT's own
@@ -222,6 +223,18 @@ class IsoGaussTuner(SamplingMixin, BaseTuner):
 
     def delete_adapter(self, adapter_name: str) -> None:
         self._refuse("deleted")
+
+    def merge_adapter(self, adapter_names: Optional[list[str]] = None, safe_merge: bool = False) -> None:
+        """Refused: PEFT's in-place merge adds a delta to dense weights this adapter no longer has (it did nothing
+        and raised nothing before)."""
+        raise ValueError("an isogauss adapter cannot be merged in place (merge_adapter): its Gaussian layers replaced "
+                         "the dense weights, there is no delta to add. Use merge_and_unload() for a plain model with "
+                         "one seeded dense draw per Gaussian layer")
+
+    def unmerge_adapter(self) -> None:
+        """Refused, like :meth:`merge_adapter` (nothing is ever merged in place)."""
+        raise ValueError("an isogauss adapter is never merged in place, so there is nothing to unmerge "
+                         "(unmerge_adapter); merge_and_unload() returns a plain model with one seeded dense draw")
 
     def merge_and_unload(self, progressbar: bool = False, safe_merge: bool = False,
                          adapter_names: Optional[list[str]] = None) -> nn.Module:

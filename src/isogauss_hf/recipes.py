@@ -93,7 +93,9 @@ class Recipe:
                                                              f"{list(PRESETS)} (recipe_checks.PRESETS)."})
     max_length: Optional[int] = field(default=None, metadata={"help": "Maximum tokens per example (Table 9: 128 "
                                                                       "BERT, 384 BERT-Large, 1024 GPT-2); None: the preset's."})
-    doc_stride: int = field(default=128, metadata={"help": "question-answering: overlap between context windows."})
+    doc_stride: Optional[int] = field(default=None, metadata={"help": "question-answering: overlap between context "
+                                                                      "windows (None: 128, or max_length / 4 when "
+                                                                      "that is smaller)."})
     max_new_tokens: int = field(default=64, metadata={"help": "summarization: tokens generated per summary."})
     generation: dict = field(default_factory=dict, metadata={
         "help": "summarization: transformers GenerationConfig settings of the evaluation's model.generate (num_beams, "
@@ -177,6 +179,8 @@ class Recipe:
                 raise RecipeError(f"{name} must be a column name, got {value!r}")
         if self.from_scratch and "model_type" not in self.model_config:
             raise RecipeError(f"recipe {self.name!r}: from_scratch needs model_config.model_type")
+        if self.doc_stride is None and isinstance(self.max_length, int) and not isinstance(self.max_length, bool):
+            self.doc_stride = max(1, min(128, self.max_length // 4))  # a short max_length gets a fitting stride
         for name in ("max_length", "doc_stride", "max_new_tokens", "batch_size", "logging_steps", "save_steps",
                      "calibration_samples"):
             setattr(self, name, positive(name, getattr(self, name), int))

@@ -1,7 +1,8 @@
 """File-level I/O of checkpoints: safetensors only (never pickle), checked keys and shapes, atomic directories.
 
 :mod:`isogauss_hf.checkpoint` decides *what* a compressed checkpoint holds; this module writes and reads
-the tensors: tied weights kept once, missing / unexpected / wrong-shaped tensors named in one error,
+the tensors: tied weights kept once, a SHA-256 of every tensor recorded in the file's metadata and verified at
+load (:data:`CHECKSUM_KEY`), missing / unexpected / wrong-shaped tensors named in one error,
 non-finite or negative statistics refused naming the tensor (:func:`check_statistics`, used for compressed
 checkpoints and PEFT adapters alike), Trainer checkpoints (keys prefixed ``base_model.``) accepted, and
 directories replaced atomically.
@@ -10,6 +11,8 @@ directories replaced atomically.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -30,6 +33,10 @@ __all__ = [
     "install_tied_state_dict_hooks",
     "describe_mismatch",
     "check_statistics",
+    "CHECKSUM_KEY",
+    "tensor_sha256",
+    "verify_checksums",
+    "check_save_dir",
     "HUB_KWARGS",
     "TRAINER_KEY_PREFIX",
 ]
@@ -80,15 +87,56 @@ def install_tied_state_dict_hooks(module: nn.Module) -> None:
     module._isogauss_tied_hooks = True
 
 
+#: safetensors metadata key holding ``{tensor name: SHA-256 of its bytes}`` (JSON), written by
+#: :func:`save_state_dict` and verified by :func:`load_state_dict_checked`.
+CHECKSUM_KEY = "isogauss_sha256"
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """SHA-256 (hex) of a tensor's raw bytes as safetensors stores them (C order, its own dtype)."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return hashlib.sha256(flat.view(torch.uint8).numpy()).hexdigest()
+
+
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str, metadata: Optional[dict[str, str]] = None) -> None:
-    """Save tensors to safetensors, keeping one name per group of tensors that share storage (tied weights)."""
+    """Save tensors to safetensors, keeping one name per group of tensors that share storage (tied weights).
+
+    The metadata records the SHA-256 of every tensor under :data:`CHECKSUM_KEY`, so a bit flipped after saving
+    is refused at load, naming the tensor (a flipped statistic can be a finite 4.6e35 no range check notices).
+    """
     drop: set[str] = set()
     for group in _find_shared_tensors(state_dict):
         if len(group) > 1:
             keep = sorted(group)[0]
             drop.update(n for n in group if n != keep)
     tensors = {k: v.detach().contiguous() for k, v in state_dict.items() if k not in drop}
-    save_file(tensors, path, metadata={"format": "pt", **(metadata or {})})
+    digests = json.dumps({k: tensor_sha256(v) for k, v in sorted(tensors.items())}, separators=(",", ":"))
+    save_file(tensors, path, metadata={"format": "pt", **(metadata or {}), CHECKSUM_KEY: digests})
+
+
+def verify_checksums(state: dict[str, torch.Tensor], metadata: Optional[dict[str, str]], path: str) -> None:
+    """Compare ``state`` (as read from ``path``) with the SHA-256 its metadata recorded at save; files saved without
+    them (older releases, Trainer checkpoints) pass unchecked."""
+    recorded = (metadata or {}).get(CHECKSUM_KEY)
+    if recorded is None:
+        return
+    fix = ("restore the file; if you edited it on purpose, load with verify_checksums=False (save_pretrained then "
+           "records the new values)")
+    try:
+        digests = json.loads(recorded)
+        if not isinstance(digests, dict):
+            raise ValueError(type(digests).__name__)
+    except ValueError:
+        raise CheckpointError(f"{path!r}: the recorded tensor checksums ({CHECKSUM_KEY}) are unreadable: the file's "
+                              f"header is corrupted; {fix}") from None
+    for name in sorted(state):
+        expected = digests.get(name)
+        if expected is None:
+            raise CheckpointError(f"{path!r}: tensor {name!r} has no checksum recorded at save: it was added to the "
+                                  f"file afterwards; {fix}")
+        if tensor_sha256(state[name]) != expected:
+            raise CheckpointError(f"{path!r}: tensor {name!r} does not match the SHA-256 recorded when it was saved "
+                                  f"(the file was modified or corrupted since); {fix}")
 
 
 def describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
@@ -130,12 +178,13 @@ def check_statistics(named_tensors: Iterable[tuple[str, torch.Tensor]], source: 
                                   f"value(s) (min {float(values.min()):g}); stds are never negative: {fix}")
 
 
-def load_state_dict_checked(model: nn.Module, path: str) -> None:
+def load_state_dict_checked(model: nn.Module, path: str, verify: bool = True) -> None:
     """Load a safetensors file into ``model``; missing, unexpected or wrong-shaped tensors are an error.
 
     Tensors that share storage in ``model`` (tied weights) may be present under any one of their names.
     A Trainer checkpoint (every key prefixed ``base_model.``, see :data:`TRAINER_KEY_PREFIX`) loads into
-    the wrapped model too. Never unpickles: safetensors holds raw tensors only.
+    the wrapped model too. Never unpickles: safetensors holds raw tensors only. ``verify``: check every tensor
+    against the SHA-256 recorded at save (:func:`verify_checksums`); False loads a deliberately edited file.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint weights {path!r} not found")
@@ -143,6 +192,7 @@ def load_state_dict_checked(model: nn.Module, path: str) -> None:
     try:
         with safe_open(path, framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            metadata = f.metadata()
     except Exception as e:  # safetensors raises its own error types for corrupted files
         raise CheckpointError(f"cannot read {path!r} as safetensors (corrupted or truncated?): {e}") from None
     strip = ""
@@ -168,11 +218,25 @@ def load_state_dict_checked(model: nn.Module, path: str) -> None:
         state = load_file(path)
     except Exception as e:
         raise CheckpointError(f"cannot read {path!r} as safetensors (corrupted or truncated?): {e}") from None
+    if verify:
+        verify_checksums(state, metadata, path)
     if strip:
         state = {k[len(strip):]: v for k, v in state.items()}
     model.load_state_dict(state, strict=False)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+
+
+def check_save_dir(target: str) -> None:
+    """Refuse, naming the path, a save directory that is a file or lies under one (before anything is written)."""
+    path = os.path.abspath(target)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CheckpointError(f"cannot save to {target!r}: it is a file; give a directory")
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise CheckpointError(f"cannot save to {target!r}: {parent!r} is a file")
 
 
 @contextlib.contextmanager
@@ -188,6 +252,7 @@ def atomic_directory(target: str):
     """
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
+    check_save_dir(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
     umask = os.umask(0)
@@ -233,6 +298,10 @@ def resolve_checkpoint_dir(name_or_path: str, revision: Optional[str] = None, **
         return name_or_path
     if os.path.exists(name_or_path):
         raise CheckpointError(f"{name_or_path!r} is a file; give the checkpoint directory")
+    if os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1 \
+            or name_or_path.endswith("/") or os.sep in name_or_path.replace("/", ""):
+        raise FileNotFoundError(f"checkpoint directory {name_or_path!r} does not exist (and it is not a Hub repo id "
+                                f"owner/name)")
     from huggingface_hub import snapshot_download
 
     try:

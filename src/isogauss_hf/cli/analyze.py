@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "metrics are measured")
     p.add_argument("--task", help="task of a local dataset (text-classification, image-classification, "
                                   "question-answering, summarization)")
+    p.add_argument("--text-column", help="column of a local dataset holding the text (default: text)")
+    p.add_argument("--label-column", help="column of a local dataset holding the label (default: label)")
     p.add_argument("--calibration-samples", type=int, default=128, help="training examples used for the scan (128)")
     p.add_argument("--batch-size", type=int, default=16, help="calibration batch size (16)")
     p.add_argument("--max-length", type=int, default=128, help="maximum tokens per example (128)")
@@ -98,8 +100,38 @@ def _task_for(args: argparse.Namespace) -> str:
             raise UsageError(f"dataset {args.dataset!r} is for {task}, not --task {args.task}")
         return task
     if args.task is None:
-        raise UsageError(f"--task is needed for dataset {args.dataset!r} (one of {', '.join(TASKS)})")
+        from .data import is_local_dataset
+        from .taskguess import infer_task
+
+        if not is_local_dataset(args.dataset):
+            raise UsageError(f"unknown dataset {args.dataset!r}; known datasets: {', '.join(sorted(DATASETS))} (or a "
+                             f"local .csv/.json/.jsonl/.parquet file or dataset directory)")
+        task, why = infer_task(args.dataset, text_column=args.text_column, label_column=args.label_column)
+        print(f"task {task}, {why}", flush=True)
+        return task
     return args.task
+
+
+def _check_output_dir(path: str) -> None:
+    """``--output-dir`` must be a directory that can be created and written (checked before any work)."""
+    import os
+
+    target = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise UsageError(f"--output-dir {path!r} is a file; give a directory (it is created when missing)")
+    parent = target
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output-dir {path!r} cannot be created: {parent!r} is a file")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--output-dir {path!r} cannot be written ({parent!r} is not writable); choose another")
+
+
+def _all_deltas_zero(scan: Any) -> bool:
+    """Whether every calibration loss increase is exactly 0 (nothing the scan could rank blocks by)."""
+    values = [v for b in scan.blocks for v in (b.replacement_loss, b.removal_loss) if v is not None]
+    return bool(values) and all(v == 0 for v in values)
 
 
 def _block_count(config: Any) -> Optional[int]:
@@ -126,7 +158,8 @@ def _calibration(args, recipe, source, config, task) -> tuple[Any, Optional[list
     from .data import label_names, load_task_dataset
     from .pipelines import load_tokenizer, make_pipeline
 
-    data = load_task_dataset(args.dataset, task, {}, args.seed)
+    data = load_task_dataset(args.dataset, task, {}, args.seed,
+                             columns={"text": args.text_column, "label": args.label_column})
     labels = label_names(data) if task in ("text-classification", "image-classification") else None
     train = data["train"].shuffle(seed=args.seed)
     subset = train.select(range(min(args.calibration_samples, len(train))))
@@ -160,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     check_score(args.score)
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    _check_output_dir(args.output_dir)
     layers = _parse_blocks(args.layers)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     task = _task_for(args)
@@ -202,6 +236,10 @@ def run(args: argparse.Namespace) -> int:
                "blocks": f"{num_blocks} ({'all' if layers is None else ','.join(map(str, layers))} analysed)",
                "torch threads": torch.get_num_threads()}
     extra: dict[str, Any] = {}
+    if batches is not None and check_score(args.score).needs_data and _all_deltas_zero(scan):
+        raise UsageError(f"every calibration loss increase is 0 on {args.dataset!r} (the loss does not depend on "
+                         f"any block), so --score {args.score} cannot rank the blocks; use data with more than one "
+                         f"class, or a weight score such as --score ks")
     print(f"\nblocks of {args.model}, safest first by {args.score}:")
     print(format_table(scan, args.score))
     if args.suggest is not None:

@@ -161,14 +161,34 @@ def custom_run_name(model: str, dataset: str) -> str:
 
 def resolve_recipe(args: argparse.Namespace) -> Recipe:
     """The recipe named by ``--recipe`` (or built from flags) with the command-line flags applied."""
+    if args.layers is not None and not args.layers.strip():
+        raise UsageError("--layers is empty: give 1-based blocks (e.g. 4,8,12), auto:K, or none for the dense "
+                         "baseline only")
     overrides: dict[str, Any] = {field: getattr(args, flag) for flag, field in RECIPE_FLAGS.items()}
     overrides[GAUSSIAN_KEY] = {field: getattr(args, flag) for flag, field in GAUSSIAN_FLAGS.items()}
     if args.max_steps is not None and args.epochs is None:
         overrides["max_steps"] = args.max_steps
     if args.epochs is not None and args.max_steps is None:
         overrides["max_steps"] = -1  # --epochs alone wins over the recipe's max_steps
+    args.plan_notes = []
+    recipe = _resolve(args, overrides)
+    if args.baselines and args.baselines.strip().lower() != "none" and recipe.layers is None \
+            and recipe.auto_layers is None:  # said, not silently dropped (the run itself is what was asked)
+        args.plan_notes.append(f"note        --baselines {args.baselines} not run: they stand beside Gaussian blocks, "
+                               f"and --layers none trains the dense model only")
+    return recipe
+
+
+def _resolve(args: argparse.Namespace, overrides: dict[str, Any]) -> Recipe:
     if args.recipe:
         return apply_overrides(load_recipe(args.recipe), overrides)
+    from .pipelines import MODEL_ALIASES
+
+    alias = MODEL_ALIASES.get(args.model) if args.model else None
+    if args.dataset is None and alias is not None and alias.recipe:
+        args.plan_notes.append(f"chosen      recipe {alias.recipe}, the paper's recipe for --model {args.model} "
+                               f"(flags override its values; give --dataset for a run on other data)")
+        return apply_overrides(load_recipe(alias.recipe), overrides)
     missing = [f"--{n}" for n in ("model", "dataset") if getattr(args, n) is None]
     if missing:
         raise UsageError(f"give --recipe NAME, or {' and '.join(missing)} (see --list-recipes)")
@@ -176,7 +196,14 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
 
     task = args.task or (DATASETS[args.dataset].task if args.dataset in DATASETS else None)
     if task is None:
-        raise UsageError(f"--task is needed for dataset {args.dataset!r} (one of {', '.join(TASKS)})")
+        from .data import is_local_dataset
+        from .taskguess import infer_task
+
+        if not is_local_dataset(args.dataset):
+            raise UsageError(f"unknown dataset {args.dataset!r}; known datasets: {', '.join(sorted(DATASETS))} (or a "
+                             f"local .csv/.json/.jsonl/.parquet file or dataset directory)")
+        task, why = infer_task(args.dataset, args.text_column, args.text_pair_column, args.label_column)
+        args.plan_notes.append(f"chosen      task {task}, {why}")
     base = Recipe(name=custom_run_name(args.model, args.dataset), task=task, model=args.model, dataset=args.dataset,
                   purpose="custom", description="a run built from command-line flags (no recipe)")
     return apply_overrides(base, {k: v for k, v in overrides.items() if k not in ("model", "dataset", "task")})

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UsageError
+from .filechecks import check_data_file, explain_load_failure
 
 __all__ = ["DATA_SUFFIXES", "load_local"]
 
@@ -67,15 +68,16 @@ def _load_files(files: dict[str, list[Path]], label: str) -> Any:
     if builder == "json":
         first = next(p for paths in files.values() for p in paths)
         kwargs = _json_field(first)
+    for paths in files.values():
+        for path in paths:
+            check_data_file(path, str(path) if len(files) > 1 or len(paths) > 1 else label)
     data_files = {split: [str(p) for p in sorted(paths)] for split, paths in files.items()}
     try:
         return datasets.load_dataset(builder, data_files=data_files, **kwargs)
-    except (ValueError, TypeError, OSError) as e:  # unreadable or inconsistent files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"dataset {label!r} cannot be read as {builder}: {first}") from None
-    except Exception as e:  # datasets' own errors (DatasetGenerationError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"dataset {label!r} cannot be read as {builder}: {type(e).__name__}: {first}") from None
+    except Exception as e:  # noqa: BLE001 - datasets' own errors (DatasetGenerationError, ...), ValueError, OSError
+        every = [p for paths in files.values() for p in sorted(paths)]
+        raise UsageError(f"dataset {label!r} cannot be read as {builder}: "
+                         f"{explain_load_failure(e, every, builder, kwargs)}") from None
 
 
 def _class_folders(root: Path) -> Optional[dict[str, list[Path]]]:

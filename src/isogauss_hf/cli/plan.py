@@ -71,6 +71,18 @@ def _check_hardware(recipe: Recipe) -> None:
     per_device_batch(recipe.batch_size, world_size())
 
 
+def _check_length(recipe: Recipe, config: Any) -> None:
+    """A ``max_length`` beyond the positions the model embeds fails at the first long example: refuse it now."""
+    from .pipelines import positions_of
+
+    positions = positions_of(config)
+    if recipe.task == "image-classification" or not recipe.max_length or positions is None:
+        return
+    if recipe.max_length > positions:
+        raise UsageError(f"--max-length {recipe.max_length} is more than the {positions} token positions of model "
+                         f"{recipe.model!r}; give --max-length {positions} or less")
+
+
 def preflight(recipe: Recipe) -> None:
     """Checks that need no training data: model, Hub access, blocks in range, dataset name (fast)."""
     from .data import hub_available, is_local_dataset
@@ -81,6 +93,7 @@ def preflight(recipe: Recipe) -> None:
     config, where = load_config(recipe, source)  # offline: the local cache, else a known config + a note
     if "must be downloaded" in where:
         raise HubUnavailable(where.split(";")[0])
+    _check_length(recipe, config)
     _check_blocks(recipe, config)
     name = recipe.dataset
     if name in DATASETS:
@@ -256,6 +269,7 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
     source = resolve_model_source(recipe)
     config, where = load_config(recipe, source)
     lines.append(f"model       {recipe.model} -> {where}")
+    _check_length(recipe, config)
     _check_blocks(recipe, config)
     labels: Optional[list[str]] = None
     task_data = None
@@ -302,6 +316,11 @@ def list_everything() -> None:
     print("datasets:")
     for name, spec in sorted(DATASETS.items()):
         print(f"  {name:28s} [{spec.source}, {spec.task}] {spec.description}")
-    print("model aliases:")
+    print("model aliases (`--model ALIAS` alone runs the recipe named in brackets):")
     for name, alias in MODEL_ALIASES.items():
-        print(f"  {name:28s} {alias.description}")
+        print(f"  {name:28s} {alias.description}" + (f" [{alias.recipe}]" if alias.recipe else ""))
+    from ..tasks.assets import FETCH_COMMAND, asset_report
+
+    print(f"offline assets (installed by {FETCH_COMMAND}):")
+    for name, path in asset_report().items():
+        print(f"  {name:28s} {path or f'not installed (run {FETCH_COMMAND})'}")

@@ -6,8 +6,8 @@ task pipeline) into the :class:`~isogauss_hf.cli.context.RunContext`, picks the 
 :func:`~isogauss_hf.cli.variants.plan_variants` in order with :func:`train_variant` (the Trainer itself:
 :mod:`~isogauss_hf.cli.trainer`), printing each one's metrics when it ends, the closing table, and the
 warnings of :mod:`~isogauss_hf.cli.verdict` at the end. ``results.json`` records the status
-throughout: Ctrl-C and SIGTERM mark it ``interrupted``, an exception or a training loss that is
-not finite ``failed``.
+throughout: Ctrl-C and SIGTERM mark it ``interrupted``, a loss (training or evaluation) or a weight that is not
+finite ``diverged`` (the run stops at the first such step, exit code 1), any other exception ``failed``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Optional
 
-from ..errors import UsageError
+from ..errors import TrainingDiverged, UsageError
 from .context import RunContext
 from .output import RunResults, push_final_model
 from .plan import data_lines, describe_recipe, resolve_data, training_lines
@@ -60,19 +60,32 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
     trainer = make_trainer(ctx, variant, model, built.callback)
     print(f"\n== {variant.name}: {variant.title}", flush=True)
     start = time.time()
-    resume = ctx.resume and checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
-    if resume:
-        print(f"   resuming from the last checkpoint in {checkpoints}", flush=True)
-    train_output = trainer.train(resume_from_checkpoint=True if resume else None)
+    resume_from = None
+    if ctx.resume:
+        from .resume import last_complete_checkpoint
+
+        resume_from, notes = last_complete_checkpoint(checkpoints)
+        for note in notes:
+            print(f"   {note}", flush=True)
+        if resume_from is not None:
+            print(f"   resuming from the last complete checkpoint, {resume_from}", flush=True)
+    try:
+        train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    except TrainingDiverged as e:
+        raise TrainingDiverged(f"run {variant.name!r}: {e}") from None
     train_time = time.time() - start
     loss = float(train_output.training_loss)
     if not math.isfinite(loss):
-        raise RuntimeError(f"training of {variant.name!r} diverged (training loss {loss}); lower --lr, or check the "
-                           f"data (nothing was saved for this run)")
+        raise TrainingDiverged(f"training of {variant.name!r} diverged (training loss {loss}); lower --lr, or check "
+                               f"the data")
+    _check_finite_weights(model, variant.name)
     start = time.time()
     pipeline.accuracy = None
     metrics = pipeline.evaluate(trainer, model, ctx.raw_test, ctx.test)
     eval_time = time.time() - start
+    if not math.isfinite(metrics.get("loss", 0.0)):
+        raise TrainingDiverged(f"evaluation of {variant.name!r} gave a non-finite loss ({metrics['loss']}): the "
+                               f"trained model is unusable; lower --lr, or check the test data for extreme values")
     summary = pipeline.accuracy
     record = {
         "name": variant.name,
@@ -90,6 +103,15 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
         "isogauss_config": variant.config.to_dict() if variant.config is not None else None,
         "saved_to": str(variant.save_dir),
     }
+    trace = getattr(trainer, "loss_trace", None)
+    if trace:
+        record["loss_first"], record["loss_last"] = list(trace["first"]), list(trace["last"])
+    if variant.gaussian:
+        from ..layers import iter_isogauss_layers
+
+        layers = [layer for _, layer in iter_isogauss_layers(model)]
+        record["skipped_layer_steps"] = sum(layer.skipped_steps for layer in layers)
+        record["layer_steps"] = len(layers) * int(train_output.global_step)
     if recipe.classifier_hidden:
         record["classifier_parameters"] = {"this_run": _classifier_parameters(model), "dense_head": dense_head,
                                            "hidden": recipe.classifier_hidden if variant.kind != "dense" else None}
@@ -111,6 +133,16 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
     if examples:
         record["examples"] = examples
     return record
+
+
+def _check_finite_weights(model: Any, name: str) -> None:
+    """Weights or Gaussian statistics that became NaN or infinite make every output garbage: stop the run."""
+    import torch
+
+    for key, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingDiverged(f"training of {name!r} diverged: {key} holds non-finite values; lower --lr (and "
+                                   f"--head-lr)")
 
 
 def _classifier_parameters(model: Any) -> int:
@@ -166,6 +198,27 @@ def _resolve_auto(ctx: RunContext, results: RunResults) -> None:
     results.begin(_plan(ctx))
 
 
+def _disk_error(error: BaseException) -> Any:
+    """The OSError of a full disk, an exceeded quota or a read-only filesystem in ``error``'s chain, or None."""
+    import errno
+
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _flush_quietly(results: RunResults, status: str, error: str) -> Optional[OSError]:
+    """Record ``status``; the OSError when results.json cannot be written (the disk that failed the run, too)."""
+    try:
+        results.flush(status, error)
+    except OSError as e:
+        return e
+    return None
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(f"signal {signal.Signals(signum).name}")
 
@@ -204,16 +257,29 @@ def run_training(ctx: RunContext) -> int:
         print(f"\n{PROG}: interrupted ({reason}); completed runs and partial results are in {results.path}; "
               f"rerun the same command to start over, or add --resume-from-checkpoint", file=sys.stderr)
         return 130
+    except TrainingDiverged as e:
+        results.flush("diverged", str(e))
+        print(f"\n{PROG}: error: {e} (nothing saved for this run; status 'diverged' in {results.path})",
+              file=sys.stderr)
+        return 1
     except UsageError as e:
-        if not results.runs:  # bad input found before anything was trained: leave no run behind
+        if not results.runs and not ctx.resume:  # bad input found before anything was trained: leave no run behind
             shutil.rmtree(ctx.out, ignore_errors=True)
         else:
             results.flush("failed", str(e))
         raise
     except Exception as e:
-        results.flush("failed", f"{type(e).__name__}: {e}")
+        failed_flush = _flush_quietly(results, "failed", f"{type(e).__name__}: {e}")
+        full = _disk_error(e) or (_disk_error(failed_flush) if failed_flush is not None else None)
+        where = (f"partial results in {results.path}" if failed_flush is None
+                 else f"results.json in {ctx.out} could not be updated")
+        if full is not None:  # a known cause: one line, no traceback
+            print(f"\n{PROG}: error: {full.strerror} while writing the run to {ctx.out} ({full.filename or 'a file'}); "
+                  f"free space there or choose another --output-dir, then rerun (add --resume-from-checkpoint to "
+                  f"continue) ({where})", file=sys.stderr)
+            return 1
         traceback.print_exc()
-        print(f"{PROG}: error: {type(e).__name__}: {e} (partial results in {results.path})", file=sys.stderr)
+        print(f"{PROG}: error: {type(e).__name__}: {e} ({where})", file=sys.stderr)
         return 1
     finally:
         if in_main:

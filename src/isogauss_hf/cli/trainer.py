@@ -6,20 +6,27 @@
   does not, fp32 on CPU (:func:`~isogauss_hf.recipe_checks.resolve_precision`);
 * :func:`head_parameter_names` — the parameters of the task head (``classifier`` / ``score`` /
   ``qa_outputs``: usually new, randomly initialised on top of a pretrained encoder);
-* :func:`make_trainer` — the Trainer; when the recipe's ``head_lr`` differs from ``lr`` its optimizer has
+* :func:`make_trainer` — the Trainer, stopped with :class:`~isogauss_hf.errors.TrainingDiverged` at the first step
+  whose loss is not finite; when the recipe's ``head_lr`` differs from ``lr`` its optimizer has
   the head's parameters in their own groups at ``head_lr`` (the scheduler scales both alike). The body
   stays the first group, whose lr :class:`~isogauss_hf.IsoGaussCallback` uses for the distribution step.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from ..errors import UsageError
+import torch
 
-__all__ = ["HEAD_MODULES", "training_args", "per_device_batch", "world_size", "head_parameter_names", "make_trainer",
-           "labelled_progress"]
+from ..errors import TrainingDiverged, UsageError
 
+__all__ = ["EXPLODED", "HEAD_MODULES", "training_args", "per_device_batch", "world_size", "head_parameter_names",
+           "make_trainer", "labelled_progress"]
+
+#: A training loss this many times the first step's (or 1, if larger) is a divergence even while finite: at
+#: --lr 1e30 the loss reaches 1e29-1e31 and the weights 1e30 without ever being NaN.
+EXPLODED = 1e4
 #: Module names of task heads (matched against each component of a parameter's name).
 HEAD_MODULES = ("classifier", "score", "qa_outputs")
 
@@ -116,10 +123,37 @@ def labelled_progress(label: str, eval_note: str = "") -> Any:
     return LabelledProgress()
 
 
-def _trainer_class(head_names: set[str], head_lr: float) -> type:
+def _guarded_trainer() -> type:
     from transformers import Trainer
 
-    class HeadLrTrainer(Trainer):
+    class GuardedTrainer(Trainer):
+        """Trainer that stops at the first step whose loss is not finite (transformers would log the running mean
+        instead and train on, to a "completed" model of NaN or 1e30 weights)."""
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            step, value = self.state.global_step + 1, float(loss.float().mean())
+            trace = self.__dict__.setdefault("loss_trace", {})  # (step, loss) of the first and the latest step
+            first = trace.setdefault("first", (step, value))
+            trace["last"] = (step, value)
+            if step == 1 and not math.isfinite(value):
+                raise TrainingDiverged(f"the loss is {value} at the first step, before any update: the model's "
+                                       f"weights or the data hold non-finite or extreme values")
+            exploded = math.isfinite(value) and value > EXPLODED * max(first[1], 1.0)
+            if not math.isfinite(value) or exploded:
+                groups = self.optimizer.param_groups if self.optimizer is not None else []
+                lrs = ", ".join(f"{lr:g}" for lr in sorted({g["lr"] for g in groups})) or f"{self.args.learning_rate:g}"
+                what = f"grew from {first[1]:.4g} (step {first[0]}) to {value:.4g}" if exploded else f"is {value}"
+                raise TrainingDiverged(f"training diverged at step {step}: the loss {what}; the learning rate "
+                                       f"({lrs} at that step) is the likely cause: lower --lr (and --head-lr, "
+                                       f"--distribution-lr), or check the data for extreme values")
+            return loss
+
+    return GuardedTrainer
+
+
+def _trainer_class(head_names: set[str], head_lr: float) -> type:
+    class HeadLrTrainer(_guarded_trainer()):
         """Trainer whose optimizer puts the task head's parameters in groups of their own at ``head_lr``."""
 
         def create_optimizer(self, model=None):
@@ -143,7 +177,6 @@ def _trainer_class(head_names: set[str], head_lr: float) -> type:
 
 def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
     """The Trainer of ``variant`` on ``ctx``'s prepared data (IsoGaussCallback when ``callback``)."""
-    from transformers import Trainer
     from transformers.trainer_callback import ProgressCallback
 
     from ..callback import IsoGaussCallback
@@ -151,7 +184,7 @@ def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
     recipe, pipeline = ctx.recipe, ctx.pipeline
     args = training_args(recipe, ctx.checkpoints_dir(variant))
     args.remove_unused_columns = pipeline.remove_unused_columns
-    cls = Trainer
+    cls = _guarded_trainer()
     if recipe.head_lr != recipe.lr:
         names = head_parameter_names(model)
         if names:

@@ -14,16 +14,23 @@ Each warning names the run's configuration (rule, noise, blocks) and what to try
 from a measurement): seeded noise, GDU, a calibration, fewer blocks, other blocks (``isogauss-analyze``,
 ``--layers auto:K``). Tasks without an accuracy
 summary (question answering, summarization) get none.
+
+Any run also warns when its training loss rose far above the first step's (:data:`LOSS_ROSE`; then the learning
+rate, not the blocks, is what to change) and when distribution steps of its Gaussian layers were skipped because
+their update was not finite (the statistics did not learn).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["run_warnings", "NEAR_MAJORITY_POINTS", "ADVICE"]
+__all__ = ["run_warnings", "NEAR_MAJORITY_POINTS", "LOSS_ROSE", "ADVICE"]
 
 #: Percentage points above the majority-class rate under which a run is said to be at the majority rate.
 NEAR_MAJORITY_POINTS = 2.0
+#: (factor, margin): a last training-step loss above factor x the first and first + margin "rose" (far beyond the
+#: batch-to-batch noise of a run that learns).
+LOSS_ROSE = (3.0, 1.0)
 
 
 def _pct(x: float) -> str:
@@ -54,6 +61,37 @@ def _advice(config: dict[str, Any], blocks: list[int], recipe: Any) -> str:
         "; if none beats drop, the Gaussian layer does not pay for itself on this task"
 
 
+def _loss_rose(run: dict[str, Any]) -> bool:
+    """Whether the training loss ended far above where it started (:data:`LOSS_ROSE`): the lr, not the blocks."""
+    first, last = run.get("loss_first"), run.get("loss_last")
+    if not first or not last:
+        return False
+    factor, margin = LOSS_ROSE
+    return last[1] > factor * first[1] and last[1] > first[1] + margin
+
+
+def _training_warnings(run: dict[str, Any], recipe: Any) -> list[dict[str, Any]]:
+    """A loss that rose during training, and Gaussian statistics whose updates were skipped (not finite)."""
+    out = []
+    name = run.get("name")
+    if _loss_rose(run):
+        (s0, l0), (s1, l1) = run["loss_first"], run["loss_last"]
+        lrs = f"lr {getattr(recipe, 'lr', 0):g}, head lr {getattr(recipe, 'head_lr', 0):g}" if recipe else "the lr"
+        out.append({"run": name, "reasons": ["loss_rose"], "configuration": {},
+                    "message": f"run {name!r}: the training loss rose from {l0:.4g} (step {s0}) to {l1:.4g} (step "
+                               f"{s1}); the learning rate ({lrs}) is likely too high: lower --lr / --head-lr"})
+    skipped, total = run.get("skipped_layer_steps") or 0, run.get("layer_steps") or 0
+    if skipped:
+        config = run.get("isogauss_config") or {}
+        lr = config.get("distribution_lr")
+        out.append({"run": name, "reasons": ["statistics_skipped"], "configuration": {},
+                    "message": f"run {name!r}: {skipped} of {total} distribution steps of its Gaussian layers were "
+                               f"skipped because the update was not finite, so those statistics did not learn "
+                               f"(distribution lr {'= the optimizer lr' if lr is None else f'{lr:g}'}); lower "
+                               f"--distribution-lr (or --lr)"})
+    return out
+
+
 def run_warnings(runs: list[dict[str, Any]], recipe: Any = None,
                  labels: Optional[list[str]] = None) -> list[dict[str, Any]]:
     """One ``{"run", "reasons", "message", "configuration"}`` per Gaussian run that is at the majority-class rate
@@ -64,6 +102,7 @@ def run_warnings(runs: list[dict[str, Any]], recipe: Any = None,
     drop_summary = AccuracySummary(**drop["accuracy_summary"]) if drop else None
     warnings = []
     for run in runs:
+        warnings += _training_warnings(run, recipe)
         if run.get("kind") != "gaussian" or not run.get("accuracy_summary"):
             continue
         s = AccuracySummary(**run["accuracy_summary"])
@@ -86,9 +125,13 @@ def run_warnings(runs: list[dict[str, Any]], recipe: Any = None,
             continue
         setting = (f"rule {config.get('rule')}, noise {config.get('noise')}, blocks "
                    f"{','.join(map(str, blocks)) or '-'}")
+        advice = _advice(config, blocks, recipe)
+        if _loss_rose(run):
+            advice = "its training loss rose (above): lower the learning rate before judging the blocks"
+        elif run.get("skipped_layer_steps") and run.get("skipped_layer_steps") == run.get("layer_steps"):
+            advice = "its statistics never learned (above): lower --distribution-lr before judging the blocks"
         message = (f"the Gaussian model {run.get('name')!r} ({setting}) scored {_pct(s.accuracy)} "
-                   f"[{_pct(s.low)}, {_pct(s.high)}], which " + " and ".join(parts) + "; "
-                   + _advice(config, blocks, recipe))
+                   f"[{_pct(s.low)}, {_pct(s.high)}], which " + " and ".join(parts) + "; " + advice)
         warnings.append({"run": run.get("name"), "reasons": found, "message": message,
                          "configuration": {"rule": config.get("rule"), "noise": config.get("noise"),
                                            "blocks": blocks}})
