@@ -23,7 +23,8 @@ CONFIG_NAME = "isogauss_config.json"
 #: carries the isogauss model type, so transformers refuses it without ``import isogauss_hf`` (see
 #: :mod:`isogauss_hf.checkpoint`). 3: ``isogauss_config.json`` names the noise generator (``noise_generator``);
 #: files of versions 1-2 have none and were made by the legacy generator, which they keep
-#: (:data:`~isogauss_hf.settings.LEGACY_NOISE_GENERATOR`). Adapters share the number.
+#: (:data:`~isogauss_hf.settings.LEGACY_NOISE_GENERATOR`); ``model.safetensors`` records a SHA-256 per tensor
+#: (``isogauss_sha256``, verified at load when present). Adapters share the number.
 FORMAT_VERSION = 3
 #: The first format whose files name their noise generator.
 NOISE_GENERATOR_FORMAT = 3
