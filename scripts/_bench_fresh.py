@@ -11,7 +11,7 @@ Cases (``--fresh`` in bench_model.py), each variant measured in its own process,
 * ``bert-train``: training steps (AdamW; the callback's loop) of the BERT-base shape, dense vs every block
   Gaussian (gdu/seeded), built from the dense model as a user does.
 
-Memory: ``peak_rss_mb`` is the process's peak RSS (``ru_maxrss``: loading included); ``phase_peak_rss_mb``
+Memory: ``peak_rss_mb`` is the process's peak RSS (``VmHWM``: loading included); ``phase_peak_rss_mb``
 the highest RSS sampled every millisecond while the timed calls ran; ``loaded_rss_mb`` the RSS after the
 warm-up call, before them.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,15 @@ import time
 import torch
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_mb() -> float:
+    """The process's peak RSS (``VmHWM``; ``ru_maxrss`` would carry the parent's peak across fork + exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _rss_mb() -> float:
@@ -119,7 +127,7 @@ def _worker(spec) -> dict:
                 calls()
                 times.append(time.perf_counter() - t0)
     out.update(times_s=times, median_s=statistics.median(times), phase_peak_rss_mb=peak.peak,
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+               peak_rss_mb=_peak_rss_mb())
     return out
 
 
