@@ -36,8 +36,8 @@ demo: assets
 
 # Benchmarks and reproductions: they write results/ (see README, Results). Run them on a quiet machine.
 bench: install
-	$(BIN)/python scripts/bench_layer.py --threads 2 --repeats 7 --shapes 3072x768,768x768 --convs 256x256x3@14b32 --aux-threads auto,1,none --out results/bench_layer
-	$(BIN)/python scripts/bench_model.py --threads 2 --batch 4 --seq 64 --eval-batch 4 --repeats 5 --eval-repeats 2 --out results/bench_model
+	$(BIN)/python scripts/bench_layer.py --threads 2 --repeats 7 --shapes 3072x768,768x768 --convs 256x256x3@14b32 --aux-threads auto,1,none --draws --draws-reference --out results/bench_layer
+	$(BIN)/python scripts/bench_model.py --threads 2 --batch 4 --seq 64 --eval-batch 4 --repeats 5 --eval-repeats 2 --rounds 2 --out results/bench_model
 
 repro: assets
 	$(BIN)/python scripts/reproduce_table2_baselines.py --datasets tweets bbc_news --seeds 0 1 2 --variants dense drop lowrank frozen "gdu/seeded+calib=200" wdu/resample
