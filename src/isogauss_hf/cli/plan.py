@@ -122,8 +122,9 @@ def resolve_data(recipe: Recipe) -> tuple[TaskData, Optional[list[str]], dict[st
                                columns=column_options(recipe))
     data = task_data.data
     task_data.full_rows = {split: len(ds) for split, ds in data.items()}
-    data["train"] = _cap(data["train"], recipe.train_samples, recipe.seed)
-    data["test"] = _cap(data["test"], recipe.eval_samples, recipe.seed)
+    for split, cap, seed in (("train", recipe.train_samples, recipe.train_subset_seed),
+                             ("test", recipe.eval_samples, recipe.eval_subset_seed)):
+        data[split] = _cap(data[split], cap, recipe.seed if seed is None else seed)
     labels = label_names(data) if recipe.task in CLASSIFICATION_TASKS else None
     return task_data, labels, split_summary(data, labels)
 
@@ -134,10 +135,14 @@ def data_lines(recipe: Recipe, task_data: TaskData, labels: Optional[list[str]],
     sizes = ", ".join(f"{split} {fmt_int(summary[split]['rows'])} of {fmt_int(full.get(split, summary[split]['rows']))}"
                       for split in ("train", "test"))
     lines = [f"dataset     {recipe.dataset}: {sizes}" + (f", {len(labels)} classes" if labels else "")]
-    capped = [s for s, cap in (("train", recipe.train_samples), ("test", recipe.eval_samples))
-              if cap is not None and cap < full.get(s, 0)]
-    lines.append(f"  split     {describe_split(task_data.split)}"
-                 + (f"; {' and '.join(capped)} capped to a random subset (seed {recipe.seed})" if capped else ""))
+    capped = {s: recipe.seed if seed is None else seed for s, cap, seed in
+              (("train", recipe.train_samples, recipe.train_subset_seed),
+               ("test", recipe.eval_samples, recipe.eval_subset_seed)) if cap is not None and cap < full.get(s, 0)}
+    if len(set(capped.values())) == 1:
+        caps = f"{' and '.join(capped)} capped to a random subset (seed {next(iter(capped.values()))})"
+    else:
+        caps = " and ".join(f"{s} (seed {seed})" for s, seed in capped.items()) + " capped to random subsets"
+    lines.append(f"  split     {describe_split(task_data.split)}" + (f"; {caps}" if capped else ""))
     if task_data.columns:
         mapped = ", ".join(f"{target} <- {source!r}" for target, source in task_data.columns.items())
         lines.append(f"  columns   {mapped}")
