@@ -10,6 +10,8 @@ import io
 import json
 import shutil
 import statistics
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,34 @@ def test_sweep_flag_errors_are_one_line(capsys, tiny_bert_dir, argv, pattern):
 def test_report_of_a_directory_without_a_sweep(capsys, tmp_path):
     code, _, err = run_cli(capsys, "--report", tmp_path)
     one_line_error(code, err, "no comparison.json there")
+
+
+def test_report_to_gets_run_names_and_tensorboard_writes_beside_each_run(capsys, tiny_bert_dir, monkeypatch):
+    from transformers import TrainerCallback
+    from transformers.integrations import integration_utils
+
+    names, log_dirs = [], []
+
+    class Recorder(TrainerCallback):  # stands in for an installed integration (mlflow here)
+        def on_train_begin(self, args, state, control, **kwargs):
+            names.append(args.run_name)
+
+    class Writer:  # stands in for tensorboard's SummaryWriter
+        def __init__(self, log_dir=None, **kwargs):
+            log_dirs.append(log_dir)
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setitem(integration_utils.INTEGRATION_TO_CALLBACK, "mlflow", Recorder)
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["mlflow", "tensorboard"])
+    monkeypatch.setattr(integration_utils, "is_tensorboard_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    code, out, err = run_cli(capsys, "--model", tiny_bert_dir, *SWEEP[:5], "0", "--layers", "1", "--compare-dense",
+                             "--max-steps", "1", "--report-to", "mlflow,tensorboard", "--output-dir", "rep")
+    assert code == 0, err
+    assert [n.split("/")[-1] for n in names] == ["dense_s0", "gdu-seeded+calib=2_b1_s0"]
+    assert log_dirs == [str(Path("rep/runs") / n / "logs") for n in ("dense_s0", "gdu-seeded+calib=2_b1_s0")]
+    code, out, err = run_cli(capsys, "--model", tiny_bert_dir, *SWEEP[:5], "0", "--layers", "1", "--report-to",
+                             "wandb", "--output-dir", "rep2")
+    one_line_error(code, err, "--report-to wandb: not installed here (pip install wandb); installed: mlflow")

@@ -68,8 +68,8 @@ def _p_text(entry: dict[str, Any]) -> str:
     if entry["p"] is None:
         return "— (more seeds than the exact test enumerates)"
     text = f"{entry['p']:.3f}"
-    return text + (f" (≥ {entry['p_floor']:.2f} whatever the data with {entry['n']} seeds)"
-                   if entry["unresolvable"] else "")
+    seeds = f"{entry['n']} seed{'s' if entry['n'] != 1 else ''}"
+    return text + (f" (≥ {entry['p_floor']:.2f} whatever the data with {seeds})" if entry["unresolvable"] else "")
 
 
 def _spread(values: list[float], digits: int) -> str:

@@ -244,10 +244,11 @@ def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
         collator, cls = TeacherCollator(collator), distilling(cls, variant.distill, recipe.distill_alpha)
     callbacks = [IsoGaussCallback()] if callback else []
     if tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
-        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(ctx.logs_dir(variant)))))
+        board = TensorBoardCallback()
+        board.logging_dir = str(ctx.logs_dir(variant))  # its writer opens there when training begins
+        callbacks.append(board)
     trainer = cls(
         model=model,
         args=args,
