@@ -219,3 +219,12 @@ def test_report_to_gets_run_names_and_tensorboard_writes_beside_each_run(capsys,
     code, out, err = run_cli(capsys, "--model", tiny_bert_dir, *SWEEP[:5], "0", "--layers", "1", "--report-to",
                              "wandb", "--output-dir", "rep2")
     one_line_error(code, err, "--report-to wandb: not installed here (pip install wandb); installed: mlflow")
+
+
+def test_eval_every_records_the_learning_curve(capsys, tiny_bert_dir):
+    code, out, err = run_cli(capsys, "--model", tiny_bert_dir, *SWEEP[:4], "--layers", "none", "--max-steps", "4",
+                             "--batch-size", "2", "--eval-every", "2", "--output-dir", "curve")
+    assert code == 0, err
+    curve = json.loads(Path("curve/results.json").read_text())["runs"][0]["curve"]
+    assert [e["step"] for e in curve] == [2, 4] and all(0 <= e["accuracy"] <= 1 for e in curve)
+    assert "; curve 2: " in out

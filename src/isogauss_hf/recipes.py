@@ -104,6 +104,8 @@ class Recipe:
                                                                       "(None: the model config's image_size)."})
     train_samples: Optional[int] = field(default=None, metadata={"help": "Keep at most this many training examples."})
     eval_samples: Optional[int] = field(default=None, metadata={"help": "Keep at most this many evaluation examples."})
+    eval_every: Optional[int] = field(default=None, metadata={"help": "Also evaluate on the test split every this many "
+                                                                      "steps: the learning curve (a run's 'curve')."})
     layers: Optional[list] = field(default=None, metadata={"help": "1-based blocks made Gaussian; None / 'none' = "
                                                                    "the dense baseline; 'auto:K' = the K blocks the "
                                                                    "block scan ranks safest (sets auto_layers)."})
@@ -197,7 +199,7 @@ class Recipe:
         for name in ("max_length", "doc_stride", "max_new_tokens", "batch_size", "logging_steps", "save_steps",
                      "calibration_samples"):
             setattr(self, name, positive(name, getattr(self, name), int))
-        for name in ("train_samples", "eval_samples", "eval_batch_size", "image_size", "classifier_hidden"):
+        for name in ("train_samples", "eval_samples", "eval_batch_size", "image_size", "classifier_hidden", "eval_every"):
             if getattr(self, name) is not None:
                 setattr(self, name, positive(name, getattr(self, name), int))
         self.epochs = positive("epochs", self.epochs)

@@ -28,7 +28,7 @@ PROG = "isogauss-finetune"
 #: flag destination -> Recipe field
 RECIPE_FLAGS: dict[str, str] = {
     "model": "model", "dataset": "dataset", "task": "task", "layers": "layers", "epochs": "epochs",
-    "max_steps": "max_steps", "lr": "lr", "batch_size": "batch_size", "max_length": "max_length",
+    "max_steps": "max_steps", "eval_every": "eval_every", "lr": "lr", "batch_size": "batch_size", "max_length": "max_length",
     "doc_stride": "doc_stride", "train_samples": "train_samples", "eval_samples": "eval_samples", "seed": "seed",
     "compare_dense": "compare_dense", "text_column": "text_column", "text_pair_column": "text_pair_column",
     "label_column": "label_column", "preset": "preset", "head_lr": "head_lr", "baselines": "baselines",
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=positive_int("train_samples"),
                    help="use at most this many training examples")
     p.add_argument("--eval-samples", type=positive_int("eval_samples"), help="evaluate on at most this many examples")
+    p.add_argument("--eval-every", type=positive_int("eval_every"), metavar="N",
+                   help="also evaluate on the test split every N steps: the learning curve, kept in the run's record "
+                        "('curve')")
     p.add_argument("--seed", type=nonnegative_int("seed"), help="seed of training, data order and noise")
     p.add_argument("--compare-dense", action=argparse.BooleanOptionalAction, default=None,
                    help="also train the dense baseline and print both side by side")

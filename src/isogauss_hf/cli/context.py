@@ -1,10 +1,10 @@
 """``RunContext``: everything one ``isogauss-finetune`` call resolved, handed from phase to phase.
 
 :func:`isogauss_hf.cli.finetune.main` fills the request (recipe, output directory, flags); the run
-phase (:mod:`isogauss_hf.cli.run`) adds what it loaded once for all variants (model source, config,
-tokenizer, task pipeline, prepared splits), the teacher's logits of a distilled plan and, as each variant
-finishes, the final model. Nothing
-here is global: two calls in one process do not share state.
+phase (:mod:`isogauss_hf.cli.run`; a sweep, :mod:`isogauss_hf.cli.sweep`, makes one per seed) adds what it
+loaded once for all variants (model source, config, tokenizer, task pipeline, prepared splits), the teacher's
+logits of a distilled plan and, as each variant finishes, the final model. Nothing here is global: two calls in
+one process do not share state.
 """
 
 from __future__ import annotations

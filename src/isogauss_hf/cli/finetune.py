@@ -9,22 +9,25 @@ Examples::
     isogauss-finetune --recipe ffn8-mnist --layers none        # the dense baseline only
     isogauss-finetune --model minilm --dataset reviews.json --task text-classification \\
         --text-column review --label-column class --layers 5 --compare-dense
+    isogauss-finetune --recipe minilm-tweets --seeds 0,1,2 --layers "3;2,4;auto:3"   # a sweep, paired table
+    isogauss-finetune --report runs/minilm-tweets              # a sweep's table again, from comparison.json
 
 Training is ``transformers.Trainer`` with :class:`~isogauss_hf.IsoGaussCallback` (one GDU/WDU step of every
 Gaussian layer per optimizer step, Algorithms 1-2); every run reports its accuracy with a Wilson 95 % interval
 and the test split's majority-class rate. Values neither the recipe nor a flag sets come from ``--preset``
-(``default`` or ``paper``, :data:`isogauss_hf.recipe_checks.PRESETS`). The phases live in their own modules:
+(``default`` or ``paper``, :data:`isogauss_hf.recipe_checks.PRESETS`). :func:`main` reads as the phases, each
+in its own modules (:mod:`isogauss_hf.cli` lists them all):
 
-* :mod:`~isogauss_hf.cli.args` — flags, number checks, flags -> recipe;
-* :mod:`~isogauss_hf.cli.plan` — preflight checks, the data summary, ``--dry-run``, ``--list-recipes``;
-* :mod:`~isogauss_hf.cli.variants` — which runs a recipe makes (dense, Gaussian, baselines drop / lowrank / frozen);
-* :mod:`~isogauss_hf.cli.run` — the runs in order; :mod:`~isogauss_hf.cli.trainer` — the Trainer of one run
-  (the task head's lr); :mod:`~isogauss_hf.cli.report` — what is printed; :mod:`~isogauss_hf.cli.verdict` — the
-  closing warnings (a Gaussian run at the majority-class rate or below ``drop``);
-* :mod:`~isogauss_hf.cli.analysis_hooks` — ``--layers auto:K`` (block scan) and ``--analyze`` (weight drift);
-* :mod:`~isogauss_hf.cli.output` — the output directory, ``run.json`` / ``results.json``, ``--push-to-hub``;
-* :mod:`~isogauss_hf.cli.data`, :mod:`~isogauss_hf.cli.datafiles`, :mod:`~isogauss_hf.cli.dataprep` — datasets;
-* :mod:`~isogauss_hf.cli.pipelines`, :mod:`~isogauss_hf.cli.task_pipelines` — models and per-task pieces.
+* parse — :mod:`~isogauss_hf.cli.args`: flags, number checks, flags -> recipe;
+* plan — :mod:`~isogauss_hf.cli.plan` (preflight checks, the data summary, ``--dry-run``, ``--list-recipes``),
+  :mod:`~isogauss_hf.cli.variants` (which runs a recipe makes: dense, Gaussian, baselines drop / lowrank /
+  frozen), :mod:`~isogauss_hf.cli.sweep_plan` (``--seeds`` / ``--layers "A;B"``: every variant x block set x seed);
+* run(s) — a single run: :mod:`~isogauss_hf.cli.run` (the variants in order) and
+  :mod:`~isogauss_hf.cli.trainer` (the Trainer of one run); a sweep: :mod:`~isogauss_hf.cli.sweep`, one layer
+  above (:func:`~isogauss_hf.cli.run.train_variant` per run), its records in :mod:`~isogauss_hf.cli.sweep_store`;
+* report — :mod:`~isogauss_hf.cli.report` (a run's line, the closing table), :mod:`~isogauss_hf.cli.verdict`
+  (the closing warnings), :mod:`~isogauss_hf.cli.comparison_report` (a sweep's comparison table, ``--report``),
+  :mod:`~isogauss_hf.cli.output` (the output directory, ``run.json`` / ``results.json``, ``--push-to-hub``).
 
 Bad input (unknown recipe/model/dataset, blocks out of range, missing columns, a number that is not finite or
 not positive, an output directory of another run without --overwrite, --push-to-hub without a token) ends

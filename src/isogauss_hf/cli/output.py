@@ -8,6 +8,8 @@ Layout::
     OUTPUT_DIR/dense-baseline/   the dense model of --compare-dense
     OUTPUT_DIR/checkpoints/RUN/  Trainer checkpoints while training (removed once the run is saved)
 
+(A sweep's directory is laid out by :mod:`isogauss_hf.cli.sweep_store`.)
+
 ``results.json``'s ``status`` is ``running`` while the run goes on, then ``completed``,
 ``interrupted`` (Ctrl-C, SIGTERM), ``diverged`` (a loss or weight not finite) or ``failed``. A directory whose
 run is unfinished (interrupted, diverged, failed, or ``running`` although its process is gone, e.g. after

@@ -112,6 +112,10 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
     }
     if variant.distill is not None:
         record["distill"] = {"temperature": variant.distill, "alpha": recipe.distill_alpha}
+    curve = [{"step": e["step"], **{k[5:]: v for k, v in e.items() if k.startswith("eval_") and "per_second" not in k
+                                    and k != "eval_runtime"}} for e in trainer.state.log_history if "eval_loss" in e]
+    if curve:  # recipe.eval_every: the test metrics during training
+        record["curve"] = curve
     trace = getattr(trainer, "loss_trace", None)
     if trace:
         record["loss_first"], record["loss_last"] = list(trace["first"]), list(trace["last"])

@@ -106,7 +106,8 @@ def training_args(recipe: Any, output_dir: Any, report_to: Any = None, run_name:
         optim_args=f"momentum={recipe.momentum}" if recipe.optimizer == "sgd" and recipe.momentum else None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        eval_strategy="no",
+        eval_strategy="steps" if recipe.eval_every else "no",
+        eval_steps=recipe.eval_every,
         save_strategy="steps",
         save_steps=recipe.save_steps,
         save_total_limit=1,
@@ -253,6 +254,7 @@ def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
         model=model,
         args=args,
         train_dataset=train,
+        eval_dataset=ctx.test if recipe.eval_every else None,  # the learning curve (recipe.eval_every)
         data_collator=collator,
         processing_class=ctx.tokenizer,
         compute_metrics=pipeline.compute_metrics(),
