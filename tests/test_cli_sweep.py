@@ -228,3 +228,40 @@ def test_eval_every_records_the_learning_curve(capsys, tiny_bert_dir):
     curve = json.loads(Path("curve/results.json").read_text())["runs"][0]["curve"]
     assert [e["step"] for e in curve] == [2, 4] and all(0 <= e["accuracy"] <= 1 for e in curve)
     assert "; curve 2: " in out
+
+
+def test_auto_blocks_are_scanned_per_seed_and_shown_in_the_table(capsys, tiny_bert_dir):
+    code, out, err = run_cli(capsys, "--model", tiny_bert_dir, *SWEEP[:5], "0,1", "--layers", "auto:1;2",
+                             "--compare-dense", "--max-steps", "1", "--no-save-models", "--output-dir", "auto")
+    assert code == 0, err
+    names = {p.name for p in Path("auto/runs").iterdir()}
+    assert {"gdu-seeded+calib=2_bauto1_s0", "gdu-seeded+calib=2_bauto1_s1", "gdu-seeded+calib=2_b2_s1"} <= names
+    record = _record("auto", "gdu-seeded+calib=2_bauto1_s1")
+    assert record["blocks"] == "auto:1" and len(record["layers"]) == 1 and record["recipe"]["layers"] == record["layers"]
+    cell = next(c for c in json.loads(Path("auto/comparison.json").read_text())["cells"] if c["blocks"] == "auto:1")
+    assert set(cell["picked"]) == {"0", "1"} and "Blocks picked by the scan for auto:1" in out
+
+
+def test_a_run_that_diverges_is_recorded_and_the_sweep_goes_on(capsys, tiny_bert_dir, monkeypatch):
+    from isogauss_hf.errors import TrainingDiverged
+
+    real = run_phase.train_variant
+
+    def diverge_drop(ctx, variant):
+        if variant.kind == "drop" and ctx.recipe.seed == 1:
+            raise TrainingDiverged("training diverged at step 1")
+        return real(ctx, variant)
+
+    monkeypatch.setattr(run_phase, "train_variant", diverge_drop)
+    code, out, err = run_cli(capsys, "--model", tiny_bert_dir, *SWEEP[:5], "0,1", "--layers", "1", "--baselines",
+                             "drop", "--max-steps", "1", "--no-save-models", "--output-dir", "div")
+    assert code == 0, err
+    assert "run drop_b1_s1 diverged" in err and _record("div", "drop_b1_s1")["status"] == "diverged"
+    cells = {(c["variant"], c["blocks"]): c for c in json.loads(Path("div/comparison.json").read_text())["cells"]}
+    assert cells[("drop", "1")]["n"] == 1 and cells[("drop", "1")]["diverged"] == [1]
+    assert "(1), 1 diverged" in Path("div/comparison.md").read_text()
+    calls = []
+    monkeypatch.setattr(run_phase, "train_variant", lambda ctx, v: calls.append(v) or real(ctx, v))
+    code, out, err = run_cli(capsys, "--model", tiny_bert_dir, *SWEEP[:5], "0,1", "--layers", "1", "--baselines",
+                             "drop", "--max-steps", "1", "--no-save-models", "--output-dir", "div")
+    assert code == 0 and calls == []  # a diverged run is a result: the rerun keeps it
