@@ -72,3 +72,8 @@ def test_build_comparison_cells_and_pairs_by_hand():
     assert vs_dense["mean"] == pytest.approx(-22 / 3) and (vs_dense["above"], vs_dense["p"]) == (0, 0.25)
     assert ("drop", "3", "dense") in pairs and ("gdu/seeded", "2,4", "drop") not in pairs
     assert ("dense", None, "dense") not in pairs
+
+
+@pytest.mark.parametrize("values, mean, std", [([1.0, 2.0, 3.0], 2.0, 1.0), ([5.0], 5.0, 0.0), ([2.0, 4.0], 3.0, 2 ** 0.5)])
+def test_mean_std_is_the_sample_standard_deviation(values, mean, std):
+    assert mean_std(values) == (pytest.approx(mean), pytest.approx(std))
