@@ -24,7 +24,8 @@ from typing import Any, Optional
 from ..errors import TrainingDiverged, UsageError
 from .context import RunContext
 from .output import RunResults, push_final_model
-from .plan import data_lines, describe_recipe, resolve_data, training_lines
+from .data import resolve_data
+from .plan import data_lines, describe_recipe, training_lines
 from .report import run_line, summary_table
 from .trainer import make_trainer, training_args
 from .variants import KINDS, Variant, build_variant, plan_variants
