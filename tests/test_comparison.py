@@ -55,9 +55,10 @@ def test_build_comparison_cells_and_pairs_by_hand():
     runs = [_run("dense", None, s, v, v - 0.02, v + 0.02) for s, v in ((0, 0.80), (1, 0.82), (2, 0.78))]
     runs += [_run("drop", "3", s, v, v - 0.03, v + 0.03) for s, v in ((0, 0.70), (1, 0.74), (2, 0.72))]
     runs += [_run("gdu/seeded", "3", s, v, v - 0.04, v + 0.04) for s, v in ((0, 0.71), (1, 0.76), (2, 0.71))]
+    runs += [_run("lowrank", "3", s, v) for s, v in ((0, 0.71), (1, 0.73), (2, 0.72))]
     runs += [_run("gdu/seeded", "2,4", 0, None)]  # a diverged run
     c = build_comparison(runs, "accuracy", block_sets=["2,4", "3"])
-    assert c["variants"] == ["dense", "drop", "gdu/seeded"] and c["block_sets"] == ["2,4", "3"]
+    assert c["variants"] == ["dense", "drop", "lowrank", "gdu/seeded"] and c["block_sets"] == ["2,4", "3"]
     cells = {(x["variant"], x["blocks"]): x for x in c["cells"]}
     dense = cells[("dense", None)]
     assert (dense["n"], dense["mean"]) == (3, pytest.approx(80.0)) and dense["std"] == pytest.approx(2.0)
@@ -72,6 +73,8 @@ def test_build_comparison_cells_and_pairs_by_hand():
     assert vs_dense["mean"] == pytest.approx(-22 / 3) and (vs_dense["above"], vs_dense["p"]) == (0, 0.25)
     assert ("drop", "3", "dense") in pairs and ("gdu/seeded", "2,4", "drop") not in pairs
     assert ("dense", None, "dense") not in pairs
+    assert ("lowrank", "3", "drop") in pairs and ("drop", "3", "lowrank") not in pairs  # no mirror pairs
+    assert pairs[("lowrank", "3", "drop")]["diffs"] == pytest.approx([1.0, -1.0, 0.0])
 
 
 @pytest.mark.parametrize("values, mean, std", [([1.0, 2.0, 3.0], 2.0, 1.0), ([5.0], 5.0, 0.0), ([2.0, 4.0], 3.0, 2 ** 0.5)])

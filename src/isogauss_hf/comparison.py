@@ -12,7 +12,8 @@ when the run diverged) and, for accuracy, ``accuracy_summary`` (Wilson 95 % inte
   (mean half-width of the runs' Wilson intervals) and the test split's majority-class rate;
 * per variant and block set against each reference of :data:`REFERENCES` (``dense`` of the same seed;
   ``drop`` / ``lowrank`` of the same seed and blocks, trained with the variant's shared options such as
-  ``+kd=T``), the seed-paired differences (``paired``): mean ± std, on how many seeds the variant is above,
+  ``+kd=T``; a reference against those before it only: ``lowrank`` - ``drop``, not both ways), the
+  seed-paired differences (``paired``): mean ± std, on how many seeds the variant is above,
   and the exact two-sided sign-flip p-value (:func:`sign_flip_p`). With n pairs that p cannot go below
   2 / 2^n (:func:`p_floor`): up to three seeds, p >= 0.25 whatever the data, and the entry says so.
 
@@ -158,9 +159,10 @@ def build_comparison(runs: list[dict[str, Any]], metric: str, block_sets: Option
         for b in ([None] if _is_dense(v) else blocks):
             mine = values(v, b)
             for ref in REFERENCES:
-                name = reference_label(v, ref)
-                if name == v or (_is_dense(v) and ref != "dense"):
-                    continue
+                name, base = reference_label(v, ref), split_label(v)[0]
+                if name == v or (_is_dense(v) and ref != "dense") or (
+                        base in REFERENCES and REFERENCES.index(base) < REFERENCES.index(ref)):
+                    continue  # itself; dense + kd is compared with dense alone; no mirror pairs (drop vs lowrank)
                 result = paired_difference(mine, values(name, b), scale)
                 if result is not None:
                     paired.append({"variant": v, "blocks": b, "reference": name, **result})
