@@ -11,7 +11,7 @@ Cases (``--fresh`` in bench_model.py), each variant measured in its own process,
 * ``bert-train``: training steps (AdamW; the callback's loop) of the BERT-base shape, dense vs every block
   Gaussian (gdu/seeded), built from the dense model as a user does.
 
-Memory: ``peak_rss_mb`` is the process's peak RSS (``ru_maxrss``: loading included); ``phase_peak_rss_mb``
+Memory: ``peak_rss_mb`` is the process's peak RSS (``VmHWM``: loading included); ``phase_peak_rss_mb``
 the highest RSS sampled every millisecond while the timed calls ran; ``loaded_rss_mb`` the RSS after the
 warm-up call, before them.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,15 @@ import time
 import torch
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_mb() -> float:
+    """The process's peak RSS (``VmHWM``; ``ru_maxrss`` would carry the parent's peak across fork + exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _rss_mb() -> float:
@@ -89,25 +97,69 @@ def _draw_all_ms(model) -> float:
     return statistics.median(times) * 1e3
 
 
+def _zero_products_s(model, call) -> float:
+    """One call with every Gaussian product replaced by zeros of its shape: what is left besides the matrices."""
+    layers = list(model.isogauss_layers().values())
+    forwards = [layer.forward for layer in layers]
+    for layer in layers:
+        layer.forward = lambda x, layer=layer: x.new_zeros(*x.shape[:-1], layer.matrix_shape[0])
+    try:
+        call()
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+    finally:
+        for layer, forward in zip(layers, forwards):
+            layer.forward = forward
+    return min(times)
+
+
+def _calls(spec, model):
+    g = torch.Generator().manual_seed(0)
+    if spec["case"].startswith("bert-eval"):
+        ids = torch.randint(0, model.config.vocab_size, (spec["batch"], spec["seq"]), generator=g)
+        return lambda: model(input_ids=ids)
+    ids = torch.randint(0, model.config.vocab_size, (1, spec["prompt"]), generator=g)
+    return lambda: model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                  max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"], pad_token_id=0)
+
+
+def _paired(spec, out) -> dict:
+    """Dense and Gaussian in one process, forwards alternated: the time ratio without process-to-process noise."""
+    calls = {}
+    for variant in ("dense", "gaussian"):
+        calls[variant] = _calls(spec, _load({**spec, "variant": variant, "checkpoint": spec["checkpoints"][variant]}))
+    times = {v: [] for v in calls}
+    with torch.inference_mode():
+        for call in calls.values():
+            call()
+        for rep in range(spec["repeats"]):
+            for variant in (("dense", "gaussian") if rep % 2 == 0 else ("gaussian", "dense")):
+                t0 = time.perf_counter()
+                calls[variant]()
+                times[variant].append(time.perf_counter() - t0)
+    out.update(times_s=times, median_s=statistics.median(times["gaussian"]),
+               dense_median_s=statistics.median(times["dense"]),
+               paired_ratio=statistics.median(g / d for g, d in zip(times["gaussian"], times["dense"])))
+    return out
+
+
 def _worker(spec) -> dict:
     torch.set_num_threads(spec["threads"])
-    out = {}
+    import transformers  # noqa: F401 - the imports every variant pays for, before any model
+
+    import isogauss_hf  # noqa: F401
+
+    out = {"baseline_rss_mb": _rss_mb()}
+    if spec["case"] == "bert-eval-paired":
+        return _paired(spec, out)
     if spec["case"] == "bert-train":
-        model, step = _trainee(spec)
-        calls = lambda: step()  # noqa: E731
+        model, calls = _trainee(spec)
     else:
         model = _load(spec)
-        g = torch.Generator().manual_seed(0)
-        if spec["case"] == "bert-eval":
-            ids = torch.randint(0, model.config.vocab_size, (spec["batch"], spec["seq"]), generator=g)
-            calls = lambda: model(input_ids=ids)  # noqa: E731
-        else:
-            ids = torch.randint(0, model.config.vocab_size, (1, spec["prompt"]), generator=g)
-            calls = lambda: model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,  # noqa: E731
-                                           max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
-                                           pad_token_id=0)
-            if spec["variant"] != "dense":
-                out["draw_all_ms"] = _draw_all_ms(model)
+        calls = _calls(spec, model)
     times = []
     with torch.inference_mode() if spec["case"] != "bert-train" else torch.enable_grad():
         for _ in range(spec["warmup"]):
@@ -118,8 +170,11 @@ def _worker(spec) -> dict:
                 t0 = time.perf_counter()
                 calls()
                 times.append(time.perf_counter() - t0)
+        if spec["case"] == "gpt2-generate" and spec["variant"] == "gaussian":
+            out["draw_all_ms"] = _draw_all_ms(model)
+            out["zero_products_s"] = _zero_products_s(model, calls)
     out.update(times_s=times, median_s=statistics.median(times), phase_peak_rss_mb=peak.peak,
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+               peak_rss_mb=_peak_rss_mb())
     return out
 
 
@@ -186,49 +241,65 @@ def prepare_checkpoints(directory: str, cases, tiny: bool = False) -> dict:
 
 
 def run_cases(args, directory: str) -> dict:
-    cases = [c for c in ("bert-eval", "gpt2-generate", "bert-train") if c in args.fresh]
-    paths = prepare_checkpoints(directory, cases, args.tiny)
-    variants = {"bert-eval": ("dense", "gaussian", "gaussian-kept"), "gpt2-generate": ("dense", "gaussian", "gaussian-kept"),
-                "bert-train": ("dense", "gaussian")}
+    cases = [c for c in ("bert-eval", "bert-eval-paired", "gpt2-generate", "bert-train") if c in args.fresh]
+    paths = prepare_checkpoints(directory, [c.replace("-paired", "") for c in cases], args.tiny)
+    variants = {"bert-eval": ("dense", "gaussian", "gaussian-kept"), "bert-eval-paired": ("paired",),
+                "gpt2-generate": ("dense", "gaussian", "gaussian-kept"), "bert-train": ("dense", "gaussian")}
     results: dict = {c: {v: [] for v in variants[c]} for c in cases}
     for _ in range(args.rounds):
         for case in cases:
             for variant in variants[case]:
                 spec = {"case": case, "variant": variant, "threads": args.fresh_threads, "batch": args.fresh_batch,
                         "seq": args.fresh_seq, "prompt": 8, "new_tokens": args.new_tokens,
-                        "tiny": args.tiny, "warmup": 1, "repeats": args.fresh_repeats if case != "bert-train" else 2,
-                        "checkpoint": paths.get((case, "dense" if variant == "dense" else "gaussian"))}
+                        "tiny": args.tiny, "warmup": 1,
+                        "repeats": {"bert-train": 2, "bert-eval-paired": 2 * args.fresh_repeats}.get(case, args.fresh_repeats),
+                        "checkpoint": paths.get((case, "dense" if variant == "dense" else "gaussian")),
+                        "checkpoints": {v: paths.get(("bert-eval", v)) for v in ("dense", "gaussian")}}
                 done = subprocess.run([sys.executable, __file__, json.dumps(spec)], capture_output=True, text=True)
                 if done.returncode:
                     raise RuntimeError(f"{case}/{variant} failed: {done.stderr[-3000:]}")
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 results[case][variant].append(row)
+                if case == "bert-eval-paired":
+                    print(f"[fresh {case}] gaussian {row['median_s'] * 1e3:.0f} ms, dense {row['dense_median_s'] * 1e3:.0f}"
+                          f" ms, paired ratio {row['paired_ratio']:.3f}", flush=True)
+                    continue
                 print(f"[fresh {case}] {variant}: {row['median_s'] * 1e3:.0f} ms, peak RSS {row['peak_rss_mb']:.0f} MB "
-                      f"(timed phase {row['phase_peak_rss_mb']:.0f} MB)" +
-                      (f", draw all {row['draw_all_ms']:.0f} ms" if "draw_all_ms" in row else ""), flush=True)
+                      f"(timed phase {row['phase_peak_rss_mb']:.0f} MB, imports {row['baseline_rss_mb']:.0f} MB)" +
+                      (f", draw all {row['draw_all_ms']:.0f} ms, without the products {row['zero_products_s']:.2f} s"
+                       if "draw_all_ms" in row else ""), flush=True)
     return summarize(results, args)
 
 
 def summarize(results: dict, args) -> dict:
     out = {}
     for case, by_variant in results.items():
+        if case == "bert-eval-paired":
+            runs = by_variant["paired"]
+            out[case] = {"paired": {"gaussian_median_s": statistics.median(r["median_s"] for r in runs),
+                                    "dense_median_s": statistics.median(r["dense_median_s"] for r in runs),
+                                    "paired_ratio": statistics.median(r["paired_ratio"] for r in runs),
+                                    "per_round_paired_ratio": [r["paired_ratio"] for r in runs]}}
+            continue
         dense_t = statistics.median(r["median_s"] for r in by_variant["dense"])
         dense_m = statistics.median(r["peak_rss_mb"] for r in by_variant["dense"])
+        dense_model = statistics.median(r["phase_peak_rss_mb"] - r["baseline_rss_mb"] for r in by_variant["dense"])
         rows = {}
         for variant, runs in by_variant.items():
             t = statistics.median(r["median_s"] for r in runs)
-            row = {"median_s": t, "ratio_to_dense": t / dense_t,
-                   "per_round_s": [r["median_s"] for r in runs],
-                   "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
-                   "phase_peak_rss_mb": statistics.median(r["phase_peak_rss_mb"] for r in runs),
-                   "loaded_rss_mb": statistics.median(r["loaded_rss_mb"] for r in runs)}
+            row = {"median_s": t, "ratio_to_dense": t / dense_t, "per_round_s": [r["median_s"] for r in runs]}
+            for key in ("peak_rss_mb", "phase_peak_rss_mb", "loaded_rss_mb", "baseline_rss_mb"):
+                row[key] = statistics.median(r[key] for r in runs)
             row["peak_rss_ratio_to_dense"] = row["peak_rss_mb"] / dense_m
+            # memory the model and its run add to the imports (torch, transformers, isogauss_hf)
+            row["model_rss_mb"] = statistics.median(r["phase_peak_rss_mb"] - r["baseline_rss_mb"] for r in runs)
+            row["model_rss_ratio_to_dense"] = row["model_rss_mb"] / dense_model
             if any("draw_all_ms" in r for r in runs):
                 draw = statistics.median(r["draw_all_ms"] for r in runs) / 1e3
-                row["draw_all_s"] = draw
-                row["generator_floor_s"] = args.new_tokens * draw  # drawing every weight once per decoding step
+                rest = statistics.median(r["zero_products_s"] for r in runs)
+                row.update(draw_all_s=draw, zero_products_s=rest,
+                           generator_floor_s=rest + args.new_tokens * draw)  # the rest + every weight drawn per step
                 row["ratio_to_generator_floor"] = t / row["generator_floor_s"]
-                row["ratio_to_dense_plus_floor"] = t / (dense_t + row["generator_floor_s"])
             rows[variant] = row
         out[case] = rows
     return out
@@ -239,17 +310,24 @@ def render(fresh: dict, args) -> list[str]:
              f"{args.rounds} rounds, each variant in its own process; {args.fresh_threads} threads; BERT: batch "
              f"{args.fresh_batch} x {args.fresh_seq}; GPT-2: prompt 8, {args.new_tokens} new tokens greedy, batch 1. "
              "Peak RSS = the process's maximum (loading included); timed phase = the highest RSS while the timed "
-             "calls ran; loaded = RSS after the warm-up call.", "",
-             "| case | variant | median s | ratio to dense | peak RSS MB | ratio | timed-phase RSS MB | loaded RSS MB | "
-             "generator floor s | ratio to floor | ratio to dense + floor |",
+             "calls ran; model = timed phase minus the RSS after the imports (torch, transformers, isogauss_hf). "
+             "Generator floor (decoding) = the same generate with every Gaussian product replaced by zeros, plus "
+             "drawing every Gaussian matrix once per new token.", "",
+             "| case | variant | median s | ratio to dense | peak RSS MB | ratio | timed-phase RSS MB | model MB | "
+             "model ratio | generator floor s | ratio to floor |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for case, rows in fresh.items():
+        if case == "bert-eval-paired":
+            r = rows["paired"]
+            lines.append(f"| {case} | gaussian vs dense, alternated in one process | {r['gaussian_median_s']:.3f} "
+                         f"(dense {r['dense_median_s']:.3f}) | {r['paired_ratio']:.3f} (paired) | | | | | | | |")
+            continue
         for variant, r in rows.items():
-            floor = (f"{r['generator_floor_s']:.2f} | {r['ratio_to_generator_floor']:.2f} | "
-                     f"{r['ratio_to_dense_plus_floor']:.2f}") if "generator_floor_s" in r else " | | "
+            floor = (f"{r['generator_floor_s']:.2f} | {r['ratio_to_generator_floor']:.2f}"
+                     if "generator_floor_s" in r else " | ")
             lines.append(f"| {case} | {variant} | {r['median_s']:.3f} | {r['ratio_to_dense']:.3f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['peak_rss_ratio_to_dense']:.2f} | {r['phase_peak_rss_mb']:.0f} | "
-                         f"{r['loaded_rss_mb']:.0f} | {floor} |")
+                         f"{r['model_rss_mb']:.0f} | {r['model_rss_ratio_to_dense']:.2f} | {floor} |")
     return lines
 
 

@@ -366,8 +366,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-repeats", type=int, default=None, help="timed eval forwards (default 3; smoke 1)")
     parser.add_argument("--num-samples", type=int, default=10, help="eval draws averaged (the paper's 10)")
     parser.add_argument("--block-rows", type=int, default=None, help="inference tile rows (default: automatic)")
-    parser.add_argument("--fresh", default="bert-eval,gpt2-generate,bert-train",
-                        help="fresh-process cases: comma list of bert-eval, gpt2-generate, bert-train; 'none' skips")
+    parser.add_argument("--fresh", default="bert-eval,bert-eval-paired,gpt2-generate,bert-train",
+                        help="fresh-process cases: comma list of bert-eval, bert-eval-paired, gpt2-generate, "
+                             "bert-train; 'none' skips")
     parser.add_argument("--rounds", type=int, default=2, help="fresh-process rounds (each variant once per round)")
     parser.add_argument("--fresh-threads", type=int, default=None, help="threads in the fresh processes")
     parser.add_argument("--fresh-batch", type=int, default=8, help="BERT batch in the fresh processes")
@@ -416,12 +417,13 @@ def main(argv=None) -> dict:
     config = bert_config(smoke)
     args.fresh = [] if args.fresh == "none" else [c.strip() for c in args.fresh.split(",") if c.strip()]
     for c in args.fresh:
-        if c not in ("bert-eval", "gpt2-generate", "bert-train"):
-            parser.error(f"--fresh entry {c!r} is not valid; choose among bert-eval, gpt2-generate, bert-train, none")
+        if c not in ("bert-eval", "bert-eval-paired", "gpt2-generate", "bert-train"):
+            parser.error(f"--fresh entry {c!r} is not valid; choose among bert-eval, bert-eval-paired, gpt2-generate, "
+                         "bert-train, none")
     args.fresh_threads = args.fresh_threads or torch.get_num_threads()
     args.tiny = smoke
     if smoke:  # tiny models, one case, one round
-        args.fresh = args.fresh[:1]
+        args.fresh = ["bert-eval", "bert-eval-paired", "gpt2-generate"]
         args.rounds, args.fresh_batch, args.fresh_seq, args.fresh_repeats, args.new_tokens = 1, 2, 8, 1, 3
 
     load_before = list(os.getloadavg())

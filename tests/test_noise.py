@@ -185,6 +185,23 @@ def test_thread_count_does_not_change_a_draw(monkeypatch, threads):
     assert all(torch.equal(a, b) for a, b in zip(serial, threaded))
 
 
+@pytest.mark.parametrize("on_openmp", [True, False])
+def test_kernels_on_torchs_openmp_team_equal_the_thread_pool(monkeypatch, on_openmp):
+    from isogauss_hf import _noise_numba
+
+    monkeypatch.setattr(_runtime, "NOISE_ON_OPENMP", on_openmp)
+    monkeypatch.setattr(_runtime, "NOISE_THREADS", 2)
+    if on_openmp:
+        assert _runtime.openmp_parallel() is not None  # torch's Linux wheels run on GNU OpenMP
+    stats = _stats(403, 170)
+    k0, k1 = philox_key(99)
+    draw = _noise_numba.fill_eq2(torch.empty(401, 170), eq2_terms(*stats), k0, k1, 2)
+    normal = _noise_numba.fill_normal(torch.empty(399, 170), k0, k1, 5, 3)
+    assert torch.equal(normal, normal_field(k0, k1, 399, 170, 5, 3))
+    assert torch.equal(draw, sample_weight(stats.row_mean[2:403], stats.row_std[2:403], stats.col_mean, stats.col_std,
+                                           normal_field(k0, k1, 401, 170, 2), 403, exact_sqrt=True))
+
+
 @pytest.mark.parametrize("backend", ["torch", "numba"])
 def test_every_backend_gives_the_same_draw(backend):
     generator = get_noise_generator(DEFAULT_NOISE_GENERATOR)

@@ -8,8 +8,8 @@ their order are those of the reference, in float32, without fast-math (no reasso
 so the result does not depend on the CPU's instruction set (``NUMBA_CPU_NAME=generic`` gives the same bits).
 
 ``error_model="numpy"`` is what lets the loops vectorize (no Python division check). Work is split over row
-quads and run on the package's CPU thread pool (:func:`isogauss_hf._runtime.noise_pool`); the kernels release
-the GIL. numba compiles them on first use (a few seconds) and caches the result next to this file.
+quads and run on torch's own OpenMP threads (:func:`isogauss_hf._runtime.openmp_parallel`), or else on the
+package's thread pool (:func:`isogauss_hf._runtime.noise_pool`); the kernels release the GIL. numba compiles them on first use (a few seconds) and caches the result next to this file.
 A user without numba gets the reference implementation (same numbers, far slower): see
 :mod:`isogauss_hf.noise`.
 """
@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import _runtime
 from .philox import MASK32, PHILOX_M, PHILOX_W, PHILOX_ROUNDS, TRANSFORM_CONSTANTS
@@ -168,17 +171,79 @@ def _eq2_rows(out, row_start, q_lo, q_hi, k0, k1, row_mean, row_var, row_shift, 
                          row_shift[i], k)
 
 
-def _run_over_quads(kernel, rows: int, cols: int, row_start: int, *args) -> None:
-    """Run ``kernel(q_lo, q_hi, *args)`` over the row quads of a window, split across the CPU noise threads."""
+# ---------------------------------------------------------------------------------------------------- threads
+# On torch's OpenMP team (:func:`isogauss_hf._runtime.openmp_parallel`): ``GOMP_parallel`` calls a C callback on
+# every thread of the team; the callbacks below take chunks of row quads from an atomic counter in an int64
+# argument block (no thread ids needed, and a core busy elsewhere simply takes fewer chunks).
+@intrinsic
+def _as_pointer(typingctx, address):
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(types.int64), codegen
+
+
+@intrinsic
+def _next_chunk(typingctx, data):
+    """Atomically ``block[0] += 1``; the previous value (the chunk this thread takes)."""
+    def codegen(context, builder, signature, args):
+        counter = builder.bitcast(args[0], ir.IntType(64).as_pointer())
+        return builder.atomic_rmw("add", counter, ir.Constant(ir.IntType(64), 1), "monotonic")
+
+    return types.int64(types.voidptr), codegen
+
+
+_HEAD = 4  # block: [next chunk, chunks, quads per chunk, first quad], then the kernel's arguments
+
+
+@cfunc(types.void(types.voidptr), cache=True, error_model="numpy")
+def _normal_team(data):
+    a = carray(data, (_HEAD + 7,), np.int64)
+    out = carray(_as_pointer(a[_HEAD]), (a[_HEAD + 1], a[_HEAD + 2]), np.float32)
+    last = a[3] + a[1] * a[2]
+    while True:
+        chunk = _next_chunk(data)
+        if chunk >= a[1]:
+            break
+        lo = a[3] + chunk * a[2]
+        _normal_rows(out, a[_HEAD + 3], a[_HEAD + 4], lo, min(lo + a[2], last), _U(a[_HEAD + 5]), _U(a[_HEAD + 6]))
+
+
+@cfunc(types.void(types.voidptr), cache=True, error_model="numpy")
+def _eq2_team(data):
+    a = carray(data, (_HEAD + 14,), np.int64)
+    rows, cols, n = a[_HEAD + 1], a[_HEAD + 2], a[_HEAD + 12]
+    out = carray(_as_pointer(a[_HEAD]), (rows, cols), np.float32)
+    vec = [carray(_as_pointer(a[_HEAD + 6 + i]), (n if i < 3 else cols,), np.float32) for i in range(6)]
+    k = carray(_as_pointer(a[_HEAD + 13]), (1,), np.float32)[0]
+    last = a[3] + a[1] * a[2]
+    while True:
+        chunk = _next_chunk(data)
+        if chunk >= a[1]:
+            break
+        lo = a[3] + chunk * a[2]
+        _eq2_rows(out, a[_HEAD + 3], lo, min(lo + a[2], last), _U(a[_HEAD + 4]), _U(a[_HEAD + 5]), vec[0], vec[1],
+                  vec[2], vec[3], vec[4], vec[5], k)
+
+
+def _run_over_quads(kernel, team, team_args, rows: int, cols: int, row_start: int) -> None:
+    """Run ``kernel(q_lo, q_hi)`` over the row quads of a window on the CPU noise threads: torch's OpenMP team
+    (``team`` callback with ``team_args``) when available, else the package's thread pool."""
     q0, q1 = row_start // 4, (row_start + rows + 3) // 4
     jobs = q1 - q0
     workers = _runtime.noise_workers(jobs) if rows * cols >= (1 << 16) else 1
     if workers <= 1:
-        kernel(q0, q1, *args)
+        kernel(q0, q1)
+        return
+    parallel = _runtime.openmp_parallel()
+    if parallel is not None:
+        per_chunk = max(1, -(-jobs // (8 * workers)))
+        block = np.array([0, -(-jobs // per_chunk), per_chunk, q0, *team_args], dtype=np.int64)
+        parallel(team.address, block.ctypes.data, workers, 0)  # ctypes releases the GIL for the call
         return
     bounds = [q0 + (jobs * w) // workers for w in range(workers + 1)]
     pool = _runtime.noise_pool(workers)
-    for future in [pool.submit(kernel, a, b, *args) for a, b in zip(bounds, bounds[1:]) if b > a]:
+    for future in [pool.submit(kernel, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]:
         future.result()
 
 
@@ -187,8 +252,9 @@ def fill_normal(out: torch.Tensor, k0: int, k1: int, row_start: int, col_start: 
     arr = out.numpy()
     rows, cols = arr.shape
     if rows and cols:
-        _run_over_quads(lambda a, b: _normal_rows(arr, row_start, col_start, a, b, _U(k0), _U(k1)),
-                        rows, cols, row_start)
+        team_args = (arr.ctypes.data, rows, cols, row_start, col_start, k0, k1)
+        _run_over_quads(lambda a, b: _normal_rows(arr, row_start, col_start, a, b, _U(k0), _U(k1)), _normal_team,
+                        team_args, rows, cols, row_start)
     return out
 
 
@@ -202,7 +268,9 @@ def fill_eq2(out: torch.Tensor, terms, k0: int, k1: int, row_start: int) -> torc
     if rows and cols:
         vec = [t.detach().contiguous().numpy() for t in (terms.row_mean, terms.row_var, terms.row_shift,
                                                          terms.col_mean, terms.col_var, terms.col_shift)]
-        k = _F(terms.k)
-        _run_over_quads(lambda a, b: _eq2_rows(arr, row_start, a, b, _U(k0), _U(k1), *vec, k),
-                        rows, cols, row_start)
+        k = np.array([terms.k], dtype=np.float32)
+        team_args = (arr.ctypes.data, rows, cols, row_start, k0, k1, *(v.ctypes.data for v in vec), vec[0].shape[0],
+                     k.ctypes.data)
+        _run_over_quads(lambda a, b: _eq2_rows(arr, row_start, a, b, _U(k0), _U(k1), *vec, k[0]), _eq2_team,
+                        team_args, rows, cols, row_start)
     return out
