@@ -40,11 +40,14 @@ bench: install
 	$(BIN)/python scripts/bench_model.py --threads 2 --batch 4 --seq 64 --eval-batch 4 --repeats 5 --eval-repeats 2 --rounds 2 --out results/bench_model
 
 repro: assets
-	$(BIN)/python scripts/reproduce_table2_baselines.py --datasets tweets bbc_news --seeds 0 1 2 --variants dense drop lowrank frozen "gdu/seeded+calib=200" wdu/resample
-	$(BIN)/python scripts/reproduce_table2_baselines.py --datasets tweets --seeds 0 1 2 --blocks 3 --variants gdu/seeded backprop/seeded
-	$(BIN)/python scripts/reproduce_table2_baselines.py --curve tweets --curve-every 25
-	$(BIN)/python scripts/reproduce_table2_baselines.py --curve bbc_news --curve-every 10
-	$(BIN)/python scripts/analysis_correlation.py --datasets tweets bbc_news --variant "gdu/seeded+calib=200" --seeds 0 1 2 --triple-seeds 1 --scan-seeds 0 1 2
+	$(BIN)/isogauss-finetune --recipe minilm-tweets-table2 --seeds 0,1,2 --layers "1;3;5;2,4;2,4,6" --no-save-models --output-dir runs/table2-tweets
+	$(BIN)/isogauss-finetune --recipe minilm-tweets-table2 --seeds 0,1,2 --layers 3 --baselines frozen --no-save-models --output-dir runs/table2-tweets
+	$(BIN)/isogauss-finetune --recipe minilm-tweets-table2 --seeds 0,1,2 --layers 4 --no-save-models --output-dir runs/table2-tweets
+	$(BIN)/isogauss-finetune --recipe minilm-tweets-table2 --seeds 0,1,2,3,4 --layers 4,5,6 --no-save-models --output-dir runs/table2-tweets
+	$(BIN)/isogauss-finetune --recipe minilm-bbc-news-table2 --seeds 0,1,2 --layers "1;3;5;2,4;2,4,6" --no-save-models --output-dir runs/table2-bbc-news
+	$(BIN)/isogauss-finetune --recipe minilm-tweets-table2 --layers none --epochs 3 --eval-every 25 --output-dir runs/curve-tweets --overwrite
+	$(BIN)/isogauss-finetune --recipe minilm-bbc-news-table2 --layers none --epochs 6 --eval-every 25 --output-dir runs/curve-bbc-news --overwrite
+	$(BIN)/python scripts/analysis_correlation.py --datasets tweets bbc_news --seeds 0 1 2 --triple-seeds 1 --scan-seeds 0 1 2
 	$(BIN)/python scripts/reproduce_cnn_offline.py --seeds 0 1 2
 	$(BIN)/python scripts/measure_wdu_seeded_drift.py
 	$(BIN)/python scripts/reproduce_table7.py --threads 2

@@ -15,13 +15,11 @@ Nothing here touches the global RNG except :func:`seed_everything`, which the sc
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
 import platform
 import random
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +28,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from isogauss_hf.comparison import mean_std, sign_flip_p  # noqa: F401  (the product's: one implementation)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO_ROOT, "results")
@@ -96,27 +96,6 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: Option
     for row in rows:
         lines.append("| " + " | ".join(str(c) for c in row) + " |")
     return "\n".join(lines) + "\n"
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (0 for a single value) of ``values``."""
-    values = [float(v) for v in values]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def sign_flip_p(diffs: Sequence[float]) -> Optional[float]:
-    """Exact two-sided p-value of a paired comparison (sign-flip permutation test): the share of the 2^n sign
-    patterns of ``diffs`` whose mean is at least as far from 0 as the observed one. ``None`` for no pairs or
-    n > 16. With n pairs it is never below 2 / 2^n (3 seeds: 0.25), so few seeds cannot resolve anything."""
-    diffs = [float(d) for d in diffs]
-    if not diffs or len(diffs) > 16:
-        return None
-    observed = abs(sum(diffs)) - 1e-12 * max(1.0, sum(abs(d) for d in diffs))
-    hits = sum(1 for signs in itertools.product((1.0, -1.0), repeat=len(diffs))
-               if abs(sum(s * d for s, d in zip(signs, diffs))) >= observed)
-    return hits / 2 ** len(diffs)
 
 
 def fmt_pct(values: Sequence[float], digits: int = 2) -> str:

@@ -3,20 +3,21 @@
 On MiniLM-L6 (6 blocks) with tweets and BBC News: per dataset, (1) the block scan
 (``isogauss_hf.analysis.scan_blocks``, head probed on the calibration features, one scan per
 ``--scan-seeds`` seed, values averaged) gives every score of ``analysis.SCORES`` per block; (2) fine-tuning
-runs give the dense accuracy and the accuracy with each single block Gaussian (all six blocks, rule
-``--rule``, noise 'resample', logits averaged over the budget's draws); (3) per score, the Spearman rank
-correlation with the accuracy lost (dense - block) and its exact permutation p-value; "oriented rho"
-flips the sign of higher-is-safer scores, so > 0 always means "the score ranks as intended"; (4) the
-blocks ``auto:1`` / ``auto:3`` pick with each score against the recipes' hand-picked blocks
-(``recipes/minilm-*.yaml`` for one block; Table 2 analogue's 3-block set) and random picks (for one
-block the exact expectation over the six; for three, ``random_picks`` seeded triples fine-tuned).
+runs give the dense accuracy and the accuracy with each single block Gaussian (the recipe's default
+configuration: GDU, seeded, 200 calibration steps); (3) per score, the Spearman rank correlation with the
+accuracy lost (dense - block) and its exact permutation p-value; "oriented rho" flips the sign of
+higher-is-safer scores, so > 0 always means "the score ranks as intended"; (4) the blocks ``auto:1`` /
+``auto:3`` pick with each score against the recipes' hand-picked blocks (``recipes/minilm-*.yaml`` for one block;
+Table 2 analogue's 3-block set) and random picks (for one block the exact expectation over the six; for
+three, ``random_picks`` seeded triples fine-tuned).
 
-Fine-tuning is the Table 2 analogue's (``scripts/reproduce_table2_baselines.py``: its budgets, data subsets
-and runner ``scripts/_minilm.py``); runs of ``--variant`` already in ``--table`` (same budget) are reused and
-the missing seeds are trained here (kept under ``seed_runs``); accuracies are averaged over ``--seeds``. The
-JSON is rewritten after each run, and an interrupted job resumes.
+The fine-tunes are a sweep of the product (``isogauss-finetune --recipe minilm-DATASET-table2 --seeds ...
+--layers "1;2;3;4;5;6;..." --baselines none``) into ``--sweep-dir`` (default ``runs/table2-DATASET``, the Table 2
+analogue's own sweep directory, so its runs are reused and only the missing ones train); the data of the scan are
+the same recipe's (``isogauss_hf.cli.run.load_shared``). Accuracies are averaged over ``--seeds``. Interrupting
+and rerunning continues the sweep.
 
-    python scripts/analysis_correlation.py --variant gdu/seeded      # results/analysis_correlation.{json,md,png}
+    python scripts/analysis_correlation.py --seeds 0                 # results/analysis_correlation.{json,md,png}
     python scripts/analysis_correlation.py --smoke --out-dir /tmp/x  # tiny budget, seconds
     python scripts/analysis_correlation.py --report-only             # re-analyse the JSON, train nothing
 """
@@ -24,19 +25,18 @@ JSON is rewritten after each run, and an interrupted job resumes.
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import os
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _repro_common as C  # noqa: E402
-import reproduce_table2_minilm as T2  # noqa: E402  (data subsets, evaluation and run keys of Table 2)
 
 NAME = "analysis_correlation"
 DATASETS = ("tweets", "bbc_news")
@@ -76,42 +76,56 @@ def permutation_p(x: list[float], y: list[float]) -> Optional[float]:
     return hits / len(perms)
 
 
-# -------------------------------------------------------------------------------------------- models, runs
-def make_factory(budget: dict, names: list[str], seed: int):
-    """A function returning a fresh copy of the starting model (pretrained MiniLM, or the tiny random BERT)."""
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, BertConfig,
-                              BertForSequenceClassification)
-
-    from isogauss_hf.tasks import minilm_model_dir
-
-    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)),
-              "label2id": {n: i for i, n in enumerate(names)}}
-    if budget["tiny"]:
-        vocab = AutoTokenizer.from_pretrained(str(minilm_model_dir())).vocab_size
-        torch.manual_seed(seed)
-        template = BertForSequenceClassification(BertConfig(
-            vocab_size=vocab, hidden_size=32, num_hidden_layers=NUM_BLOCKS, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=512, **labels))
-        return lambda: copy.deepcopy(template)
-
-    def load():
-        C.seed_everything(seed)  # the new head starts the same in every run
-        return AutoModelForSequenceClassification.from_pretrained(str(minilm_model_dir()), **labels)
-
-    return load
+# -------------------------------------------------------------------------------------------- runs, scans
+#: Flags of ``--smoke``: the recipe at a budget of seconds.
+SMOKE_FLAGS = ["--train-samples", "32", "--eval-samples", "16", "--max-length", "16", "--batch-size", "8",
+               "--epochs", "1", "--num-samples", "2", "--calibrate-steps", "2"]
 
 
-def scan(dataset: str, data, factory, args) -> dict[str, Any]:
-    """Per-block values of every score (mean over ``--scan-seeds``) and the first scan in full."""
-    from transformers import DataCollatorWithPadding
+def run_key(dataset: str, layers: Optional[list[int]], variant: Optional[str]) -> str:
+    """``tweets|base|dense`` / ``tweets|2,3,4|gdu/seeded+calib=200``: a fine-tuned block set of one dataset."""
+    return f"{dataset}|{C.layers_key(layers)}|{variant or 'dense'}"
 
+
+def recipe_of(dataset: str) -> str:
+    return f"minilm-{dataset.replace('_', '-')}-table2"
+
+
+def finetune(dataset: str, seeds: list[int], block_sets: list[list[int]], sweep_dir: str, smoke: bool) -> list[dict]:
+    """The sweep of the product over ``seeds`` x ``block_sets`` (Gaussian runs, and dense) in ``sweep_dir``: the
+    records of its planned runs (complete runs already there are reused, not trained again)."""
+    import json
+    import shlex
+
+    from isogauss_hf.cli.finetune import main as isogauss_finetune
+    from isogauss_hf.cli.sweep_store import SweepStore
+
+    argv = ["--recipe", recipe_of(dataset), "--seeds", ",".join(map(str, seeds)), "--layers",
+            ";".join(C.layers_key(b) for b in block_sets), "--baselines", "none", "--no-save-models",
+            "--output-dir", sweep_dir] + (SMOKE_FLAGS if smoke else [])
+    code = isogauss_finetune(argv)
+    if code:
+        raise SystemExit(f"isogauss-finetune {shlex.join(argv)} ended with exit code {code}")
+    store = SweepStore(Path(sweep_dir))
+    planned = set(json.loads((Path(sweep_dir) / "sweep.json").read_text())["plan"])
+    return [r for r in store.records() if r["run"] in planned]
+
+
+def scan(dataset: str, args) -> dict[str, Any]:
+    """Per-block values of every score (mean over ``--scan-seeds``) and the first scan in full, on the train split
+    of the dataset's Table 2 recipe (the examples its fine-tunes train on)."""
     from isogauss_hf.analysis import SCORES, make_calibration_batches, scan_blocks
+    from isogauss_hf.cli.args import build_parser, resolve_recipe
+    from isogauss_hf.cli.context import RunContext
+    from isogauss_hf.cli.pipelines import load_model
+    from isogauss_hf.cli.run import load_shared
 
-    train, _, _, tokenizer = data
-    model = factory().eval()
-    batches = make_calibration_batches(train, DataCollatorWithPadding(tokenizer),
-                                       num_samples=args.budget["calibration"], batch_size=16, seed=args.seed,
-                                       model=model)
+    flags = build_parser().parse_args(["--recipe", recipe_of(dataset)] + (SMOKE_FLAGS if args.smoke else []))
+    ctx = RunContext(recipe=resolve_recipe(flags), out=Path(args.out_dir))
+    load_shared(ctx)
+    model = load_model(ctx.recipe, ctx.source, ctx.labels).eval()
+    batches = make_calibration_batches(ctx.train, ctx.pipeline.collator(), num_samples=args.calibration,
+                                       batch_size=16, seed=0, model=model)
     t0 = time.perf_counter()
     results = [scan_blocks(model, batches, seed=s, probe_head=True, progress=False) for s in args.scan_seeds]
     scores = {name: {str(b): sum(float(s.value(r.block(b))) for r in results) / len(results)
@@ -142,10 +156,10 @@ def analyse(payload: dict[str, Any]) -> dict[str, Any]:
     from isogauss_hf.analysis import SCORES
 
     runs, out = payload["runs"], {}
-    rule = payload["settings"]["rule"]
+    rule = payload["settings"].get("rule")
     for ds, info in payload.get("scans", {}).items():
         def acc(ls, ds=ds):
-            return (runs.get(T2.run_key(ds, ls or None, rule if ls else None)) or {}).get("test_accuracy")
+            return (runs.get(run_key(ds, ls or None, rule if ls else None)) or {}).get("test_accuracy")
 
         base = acc(None)
         singles = {b: acc([b]) for b in range(1, NUM_BLOCKS + 1)}
@@ -195,8 +209,8 @@ def markdown(payload: dict[str, Any]) -> str:
     lines = ["# Which block score predicts the accuracy lost by a Gaussian block? (MiniLM-L6, issue 11)\n",
              f"Command: `{payload['command']}`  ",
              f"Measured {payload['updated']} on {env['platform']} (torch {env['torch']}, {env['torch_threads']} "
-             f"thread(s)); fine-tuning budgets {st['budgets']} (the Table 2 analogue's, "
-             f"`scripts/reproduce_table2_baselines.py`); Gaussian variant {st['variant']}, accuracies averaged over "
+             f"thread(s)); fine-tuning budgets {st.get('recipes') or st.get('budgets')} (the Table 2 analogue's "
+             f"recipes `minilm-*-table2`); Gaussian variant {st.get('variant')}, accuracies averaged over "
              f"seeds {st['seeds']}; scan seeds {st['scan_seeds']}, {st['calibration']} calibration examples.\n",
              "Accuracy lost = dense accuracy - accuracy with that one block Gaussian after fine-tuning. rho = "
              "Spearman rank correlation of the score with it over the six blocks (p: exact permutation test, "
@@ -271,36 +285,36 @@ def write_outputs(payload: dict[str, Any], out_dir: str, name: str) -> None:
     C.write_outputs(os.path.join(out_dir, name), payload, markdown, plot)
 
 
-def _table_runs(table: dict, ds: str, variant: str, seeds: list[int]) -> dict[str, list[float]]:
-    """Accuracies per block set (``layers_key``) of ``variant`` on ``ds`` in a table2_baselines JSON (+ dense), of
-    the given ``seeds`` only (in their order), so that every block and the dense model average the same seeds."""
-    out: dict[str, list[float]] = {}
-    runs = [r for r in (table.get("runs") or {}).values()
-            if r["dataset"] == ds and r["variant"] in (variant, "dense") and r.get("seed") in seeds]
-    for rec in sorted(runs, key=lambda r: seeds.index(r["seed"])):
-        k = "base" if rec["variant"] == "dense" else C.layers_key(rec["layers"])
-        out.setdefault(k, []).append(rec["accuracy"]["accuracy"])
-    return out
+def _accuracies(records: list[dict], seeds: list[int]) -> tuple[Optional[str], dict[str, list[float]]]:
+    """The Gaussian label of the sweep's records and the accuracies per block set (``base``: dense) of ``seeds``."""
+    label, out = None, {}
+    for rec in sorted(records, key=lambda r: r["seed"]):
+        if rec["seed"] not in seeds or rec.get("status") != "completed":
+            continue
+        if rec["kind"] == "gaussian":
+            label = rec["label"]
+        key = "base" if rec["kind"] == "dense" else C.layers_key(rec["layers"])
+        out.setdefault(key, []).append(rec["metrics"]["accuracy"])
+    return label, out
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny budget and a tiny random 6-block BERT scan, seconds")
+    p.add_argument("--smoke", action="store_true", help="a budget of seconds (the recipe on 32 / 16 examples)")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--variant", default="gdu/seeded", help="the Gaussian variant whose accuracy loss is predicted")
-    p.add_argument("--table", default=os.path.join(C.RESULTS_DIR, "table2_baselines.json"),
-                   help="reproduce_table2_baselines.py JSON whose runs (same budget) are reused")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds (accuracies averaged)")
+    p.add_argument("--single-blocks", type=int, nargs="+", default=list(range(1, NUM_BLOCKS + 1)),
+                   help="the single blocks fine-tuned (default all six; fewer only for a quick check)")
     p.add_argument("--no-triples", action="store_true", help="skip the 3-block fine-tunes (auto:3, random)")
     p.add_argument("--triple-scores", nargs="+", default=None,
                    help="fine-tune only these scores' auto:3 picks (default: every score's; the others show 'not run')")
-    p.add_argument("--triple-seeds", type=int, default=1,
-                   help="how many of --seeds the 3-block fine-tunes use (table runs of more seeds are still used)")
+    p.add_argument("--triple-seeds", type=int, default=1, help="how many of --seeds the 3-block fine-tunes use")
     p.add_argument("--scan-seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the scan's Gaussian draws (averaged)")
     p.add_argument("--calibration", type=int, default=128, help="calibration examples of the scan")
+    p.add_argument("--sweep-dir", default=None, help="the fine-tunes' sweep directory (default runs/table2-DATASET; "
+                                                     "with --smoke OUT_DIR/sweep-DATASET)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--time-limit-s", type=float, default=None, help="start no new fine-tune after this many seconds")
     p.add_argument("--out-dir", default=C.RESULTS_DIR)
     p.add_argument("--name", default=NAME)
     p.add_argument("--report-only", action="store_true", help="re-analyse and rewrite md/png from the JSON")
@@ -311,46 +325,33 @@ def main(argv: Optional[list[str]] = None) -> None:
         payload = C.load_json(path) or sys.exit(f"--report-only: {path} does not exist")
         write_outputs(payload, args.out_dir, args.name)
         return
-    import dataclasses
-
-    import _minilm as M  # noqa: E402
-    import reproduce_table2_baselines as TB  # noqa: E402
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    budgets = {ds: (TB.SMOKE if args.smoke else TB.BUDGETS[ds]) for ds in args.datasets}
-    settings = {"variant": args.variant, "seeds": list(args.seeds), "scan_seeds": list(args.scan_seeds),
-                "calibration": args.calibration, "budgets": {ds: dataclasses.asdict(b) for ds, b in budgets.items()},
-                "smoke": args.smoke, "rule": args.variant}
+    settings = {"seeds": list(args.seeds), "scan_seeds": list(args.scan_seeds), "calibration": args.calibration,
+                "recipes": {ds: recipe_of(ds) for ds in args.datasets}, "smoke": args.smoke}
     payload = C.load_json(path) or {}
-    if payload.get("settings") != settings:
-        payload = {"runs": {}, "scans": {}, "seed_runs": {}}
-    payload.update({"name": args.name, "settings": settings, "environment": C.environment(),
+    if {k: v for k, v in (payload.get("settings") or {}).items() if k not in ("variant", "rule")} != settings:
+        payload = {"runs": {}, "scans": {}}
+    payload.update({"name": args.name, "environment": C.environment(),
                     "command": "python scripts/analysis_correlation.py "
                                + " ".join(argv if argv is not None else sys.argv[1:]),
-                    "hand_picked": hand_picked(),
-                    "random_picks": random_triples(3, 0)})
-    table = C.load_json(args.table) or {}
-    started = time.perf_counter()
+                    "hand_picked": hand_picked(), "random_picks": random_triples(3, 0)})
+    payload["settings"] = {**payload.get("settings", {}), **settings}
 
     def save():
         payload["updated"] = C.utc_now()
         write_outputs(payload, args.out_dir, args.name)
 
     for ds in args.datasets:
-        budget = budgets[ds]
-        reuse = (table.get("settings") or {}).get(ds) == dataclasses.asdict(budget)
-        data = M.load_data(ds, budget)
-        names = data.labels
-        factory = make_factory({"tiny": args.smoke}, names, 0)
         if ds not in payload["scans"]:
-            t2data = (data.train, data.test, names, data.tokenizer)
-            args.budget = {"calibration": args.calibration}
-            args.seed = 0
-            payload["scans"][ds] = scan(ds, t2data, factory, args)
+            payload["scans"][ds] = scan(ds, args)
             save()
             print(f"[{C.utc_now()}] {ds}: scan {payload['scans'][ds]['seconds']:.0f}s", flush=True)
-        plan: list[Optional[list[int]]] = [None] + [[b] for b in range(1, NUM_BLOCKS + 1)]
+        sweep_dir = args.sweep_dir or (os.path.join(args.out_dir, f"sweep-{ds}") if args.smoke
+                                       else os.path.join("runs", f"table2-{ds.replace('_', '-')}"))
+        records = finetune(ds, list(args.seeds), [[b] for b in args.single_blocks], sweep_dir, args.smoke)
+        label, found = _accuracies(records, list(args.seeds))
         if not args.no_triples:
             from isogauss_hf.analysis import SCORES
 
@@ -360,28 +361,17 @@ def main(argv: Optional[list[str]] = None) -> None:
             triples = [auto_pick(payload["scans"][ds]["scores"][n], s.lower_is_safer, 3) for n, s in SCORES.items()
                        if args.triple_scores is None or n in args.triple_scores]
             triples += [payload["hand_picked"][ds]["3"]] + payload["random_picks"]
-            plan += [t for i, t in enumerate(triples) if t not in triples[:i]]
-        found = _table_runs(table, ds, args.variant, list(args.seeds)) if reuse else {}
-        for layers in plan:
-            lk = "base" if layers is None else C.layers_key(layers)
-            accs = list(found.get(lk, []))
-            seeds = args.seeds if layers is None or len(layers) == 1 else args.seeds[:args.triple_seeds]
-            for seed in seeds[len(accs):]:
-                skey = f"{ds}|{args.variant if layers else 'dense'}|{lk}|{seed}"
-                if skey not in payload["seed_runs"]:
-                    if args.time_limit_s is not None and time.perf_counter() - started > args.time_limit_s:
-                        print(f"time limit reached; {skey} and later runs not started (rerun to resume)", flush=True)
-                        save()
-                        return
-                    rec = M.train_eval(args.variant if layers else "dense", layers, data, seed, budget)
-                    payload["seed_runs"][skey] = rec
-                    print(f"[{C.utc_now()}] {skey}: {100 * rec['accuracy']['accuracy']:.2f}%", flush=True)
-                accs.append(payload["seed_runs"][skey]["accuracy"]["accuracy"])
-            key = T2.run_key(ds, layers, args.variant if layers else None)
-            payload["runs"][key] = {"dataset": ds, "layers": list(layers or []), "test_accuracy": sum(accs) / len(accs),
-                                    "accuracies": accs, "source": "table2_baselines.json" if found.get(lk) else "here"}
-            save()
-    save()
+            triples = [t for i, t in enumerate(triples) if t not in triples[:i]]
+            seeds = list(args.seeds[:args.triple_seeds])
+            found.update({k: v for k, v in _accuracies(finetune(ds, seeds, triples, sweep_dir, args.smoke),
+                                                       seeds)[1].items() if k != "base"})
+        payload["settings"].update(variant=label, rule=label)
+        for lk, accs in found.items():
+            layers = None if lk == "base" else [int(b) for b in lk.split(",")]
+            payload["runs"][run_key(ds, layers, label if layers else None)] = {
+                "dataset": ds, "layers": list(layers or []), "test_accuracy": sum(accs) / len(accs),
+                "accuracies": accs, "source": sweep_dir}
+        save()
     print(f"recommended score: {payload['analysis']['recommended_score']}  ({path})")
 
 

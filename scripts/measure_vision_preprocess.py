@@ -2,7 +2,7 @@
 """Images per second of the CLI's image-classification input path, as a Trainer reads it.
 
 What is timed is exactly what ``isogauss-finetune`` runs before the model sees a batch: the run phase's
-shared loading (:func:`isogauss_hf.cli.run._load_shared`: model config, image preprocessing, the task
+shared loading (:func:`isogauss_hf.cli.run.load_shared`: model config, image preprocessing, the task
 pipeline's ``prepare``) and then ``Trainer.get_train_dataloader()`` of the variant's Trainer
 (:func:`isogauss_hf.cli.trainer.make_trainer`: its collator, batch size and dataloader workers), iterated
 for ``--batches`` batches after one warm-up batch. Nothing is trained. Each dataset is stored the way the
@@ -109,7 +109,7 @@ def measure(model_dir: Path, data_dir: Path, batches: int, batch_size: int, out:
     ``repeats`` timings; ``setup_s``: the run's one-off loading and preprocessing before it."""
     from isogauss_hf.cli.context import RunContext
     from isogauss_hf.cli.pipelines import load_model
-    from isogauss_hf.cli.run import _load_shared
+    from isogauss_hf.cli.run import load_shared
     from isogauss_hf.cli.trainer import make_trainer
     from isogauss_hf.cli.variants import Variant
     from isogauss_hf.recipes import Recipe
@@ -118,11 +118,8 @@ def measure(model_dir: Path, data_dir: Path, batches: int, batch_size: int, out:
                     purpose="custom", image_size=224, batch_size=batch_size, layers=None, max_steps=1)
     ctx = RunContext(recipe=recipe, out=out)
 
-    class _Results:  # what _load_shared writes into (results.json is not written here)
-        payload: dict = {}
-
     start = time.perf_counter()
-    _load_shared(ctx, _Results())
+    load_shared(ctx)
     setup_s = time.perf_counter() - start
     variant = Variant("dense", "dense", None, out / "model")
     trainer = make_trainer(ctx, variant, load_model(recipe, ctx.source, ctx.labels), False)
@@ -159,7 +156,7 @@ def write_markdown(results: dict, path: Path) -> None:
     runs = results["runs"]
     lines = ["# Image preprocessing throughput (the Trainer's train dataloader, batch 32, 224x224 output)", "",
              "`python scripts/measure_vision_preprocess.py --label LABEL` (see the script's docstring). "
-             "*prepare*: the run's one-off preprocessing (images of both splits per second of `_load_shared`); "
+             "*prepare*: the run's one-off preprocessing (images of both splits per second of `load_shared`); "
              "*epoch*: images/s of the train dataloader afterwards; *3 epochs*: train images/s over three epochs "
              "with the preparation included.", "",
              "| dataset | label | prepare (images/s) | epoch (images/s) | 3 epochs (images/s) | 3 epochs vs before |",

@@ -111,20 +111,28 @@ def test_preset_values_are_printed_in_the_plan(capsys, tiny_bert_dir, preset, fl
     assert ("lr" in from_it.replace(",", " ").split()) == (not flags) and "warmup_ratio" in from_it
 
 
-def test_the_task_head_gets_its_own_learning_rate(tiny_bert_dir):
+@pytest.mark.parametrize("rule, statistics_lr", [("gdu", None), ("backprop", 5e-2)])
+def test_the_task_head_and_backprop_statistics_get_their_own_learning_rates(tiny_bert_dir, rule, statistics_lr):
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from isogauss_hf.cli.trainer import _trainer_class, head_parameter_names
+    from isogauss_hf import IsoGaussConfig, get_isogauss_model
+    from isogauss_hf.cli.trainer import _guarded_trainer, _trainer_class, head_parameter_names, \
+        statistics_parameter_names
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    model = get_isogauss_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir),
+                               IsoGaussConfig(layers=[1], rule=rule))
     names = head_parameter_names(model)
-    assert names == {"classifier.weight", "classifier.bias"}
+    assert {n.split("classifier.")[-1] for n in names} == {"weight", "bias"}
+    stats = statistics_parameter_names(model)
+    assert len(stats) == (4 * 6 if rule == "backprop" else 0)  # 6 matrices of block 1, 4 statistics each
+    own = [(names, 1e-3)] + ([(stats, statistics_lr)] if statistics_lr else [])
     args = TrainingArguments(output_dir="t", learning_rate=1e-4, weight_decay=0.01, report_to="none", use_cpu=True)
-    trainer = _trainer_class(names, 1e-3)(model=model, args=args)
+    trainer = _trainer_class(_guarded_trainer(), own)(model=model, args=args)
     groups = trainer.create_optimizer().param_groups
     assert groups[0]["lr"] == 1e-4  # the body first: IsoGaussCallback reads param_groups[0]
-    head = [g for g in groups if g["lr"] == 1e-3]
-    assert sum(p.numel() for g in head for p in g["params"]) == sum(p.numel() for p in model.classifier.parameters())
+    for wanted, lr in own:
+        got = [p for g in groups if g["lr"] == lr for p in g["params"]]
+        assert {id(p) for p in got} == {id(p) for n, p in model.named_parameters() if n in wanted}
     assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
 
 

@@ -131,3 +131,25 @@ def test_paper_recipe_runs_its_hub_path_on_standins(capsys, the_hub, hub_cache, 
         assert outputs.numel() > 0 and torch.isfinite(outputs.float()).all()
     if recipe.classifier_hidden:  # Table 6: the two-layer head of the Gaussian run, reloaded
         assert loaded.base_model.config.isogauss_head_hidden == recipe.classifier_hidden
+
+
+@pytest.mark.parametrize("name, layers", [("bert-emotion", "2;3"), ("bert-large-squad", "3")])
+def test_a_sweep_runs_on_a_hub_recipe(capsys, the_hub, hub_cache, name, layers):
+    """The one-command paired comparison on a paper recipe (its Hub path, on stand-ins), with its own metric."""
+    import json
+
+    from isogauss_hf.cli.pipelines import resolve_model_source
+
+    recipe = load_recipe(name)
+    write_hub_cache(hub_cache, [resolve_model_source(recipe).location])
+    code, out, err = run_cli(capsys, "--recipe", name, "--seeds", "0,1", "--layers", layers, "--baselines", "drop",
+                             "--compare-dense", "--max-steps", "1", "--batch-size", "2", "--no-save-models",
+                             "--output-dir", "sw")
+    assert code == 0, err
+    comparison = json.loads(Path("sw/comparison.json").read_text())
+    assert comparison["metric"] == recipe.metric and comparison["seeds"] == [0, 1]
+    assert comparison["block_sets"] == layers.split(";")
+    assert len(comparison["runs"]) == 2 * (1 + 2 * len(layers.split(";")))
+    paired = {(p["variant"], p["reference"]) for p in comparison["paired"]}
+    gauss = next(v for v in comparison["variants"] if "/" in v)
+    assert {(gauss, "dense"), (gauss, "drop")} <= paired and "Seed-paired differences" in out

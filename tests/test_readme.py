@@ -150,7 +150,7 @@ def test_readme_shell_command_runs_as_written(setting, index):
     argv = shlex.split(command)
     program = Path(argv[0]).name
     argv[0] = str(BIN / program)
-    training = program == "isogauss-finetune" and not {"--dry-run", "--list-recipes"} & set(argv)
+    training = program == "isogauss-finetune" and not {"--dry-run", "--list-recipes", "--report"} & set(argv)
     if training and "needs the Hub" not in comment:
         argv += BUDGET
     if program == "isogauss-analyze":
@@ -161,9 +161,16 @@ def test_readme_shell_command_runs_as_written(setting, index):
         assert "Traceback" not in proc.stderr
         return
     assert proc.returncode == 0, proc.stderr[-3000:]
-    if training:
+    if training and "--seeds" in argv:  # a sweep: its record and comparison table
+        sweep = re.search(r"^comparison: (\S+)/comparison.md", proc.stdout, re.M)
+        assert sweep, proc.stdout[-2000:]
+        assert json.loads((work / sweep.group(1) / "sweep.json").read_text())["status"] == "completed"
+        assert "| variant |" in proc.stdout
+    elif training:
         results = re.search(r"^results: (\S+)", proc.stdout, re.M)
         assert results, proc.stdout[-2000:]
         assert json.loads((work / results.group(1)).read_text())["status"] == "completed"
+    if "--report" in argv:
+        assert "| variant |" in proc.stdout and "Seed-paired differences" in proc.stdout
     if program == "isogauss-analyze":
         assert "wrote " in proc.stdout

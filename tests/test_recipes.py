@@ -3,6 +3,7 @@ bundled recipes' Table 9 hyperparameters."""
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
@@ -349,3 +350,30 @@ def test_layers_auto_and_baselines_fields():
     dense = apply_overrides(r, {"layers": "none"})
     assert dense.is_dense and dense.baselines == [] and not dense.compare_dense
     assert apply_overrides(picked, {"baselines": "none"}).baselines == []
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"statistics_lr": 1e-3}, "statistics_lr 0.001 is the optimizer lr of the statistics under rule backprop"),
+    ({"statistics_lr": -1.0, "gaussian": {"rule": "backprop"}}, "statistics_lr must be > 0"),
+    ({"distill_temperature": 2.0, "compare_dense": False}, "the teacher is the dense run of the same seed"),
+    ({"distill_temperature": 0.0}, "distill_temperature must be > 0"),
+    ({"distill_temperature": 2.0, "distill_alpha": 1.5}, r"distill_alpha must be in \(0, 1\]"),
+    ({"train_subset_seed": -1}, "train_subset_seed must be a non-negative integer"),
+    ({"eval_subset_seed": 1.5}, "eval_subset_seed must be a non-negative integer"),
+    ({"eval_every": 0}, "eval_every must be > 0"),
+])
+def test_research_fields_are_checked(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        apply_overrides(load_recipe("minilm-bbc-news"), overrides)
+
+
+def test_research_fields_and_their_labels():
+    from isogauss_hf.cli.variants import plan_variants
+
+    r = apply_overrides(load_recipe("minilm-tweets-table2"), {"gaussian": {"rule": "backprop"}, "statistics_lr": 1e-3,
+                                                               "distill_temperature": 2.0})
+    assert (r.train_subset_seed, r.eval_subset_seed, r.distill_alpha) == (1000, 2000, 0.5)
+    labels = [v.label for v in plan_variants(r, Path("out"))]
+    assert labels == ["dense", "dense+kd=2", "backprop/seeded+calib=200+slr=0.001+kd=2", "drop+kd=2", "lowrank+kd=2"]
+    with pytest.raises(RecipeError, match="distillation reads one logit vector per example"):
+        apply_overrides(load_recipe("bert-large-squad"), {"distill_temperature": 2.0, "compare_dense": True})

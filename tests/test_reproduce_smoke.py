@@ -1,11 +1,11 @@
 """Each reproduction script (scripts/reproduce_*.py) runs end to end at its --smoke size, so none rots.
 
 The FFN8 scripts get a small synthetic data set (``load_vision`` patched: the real loaders are tested in
-test_tasks_assets.py and parsing the npm digits takes tens of seconds); the MiniLM script uses the real
-offline model and corpora and is skipped when those assets are not installed.
+test_tasks_assets.py and parsing the npm digits takes tens of seconds); the MiniLM script (analysis_correlation,
+whose fine-tunes are an ``isogauss-finetune`` sweep) uses the real offline model and corpora and is skipped when
+those assets are not installed.
 """
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -153,34 +153,6 @@ def test_figures_smoke(tmp_path, synthetic_vision):
     assert [r["standardize"] for r in fig4["runs"]] == [False, True]
 
 
-def test_table2_minilm_smoke(tmp_path, monkeypatch):
-    from isogauss_hf.tasks import asset_report
-
-    report = asset_report()
-    missing = [k for k in ("minilm", "bbc_news", "tweets") if not report.get(k)]
-    if missing:
-        pytest.skip(f"offline assets not installed: {missing}")
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    T2 = load_script("reproduce_table2_minilm")
-    T2.main(["--smoke", "--datasets", "tweets", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "w")])
-    data = json.loads((tmp_path / "table2_minilm.json").read_text())
-    assert set(data["runs"]) == {"tweets|base|dense", "tweets|1|gdu"}
-    g = data["runs"]["tweets|1|gdu"]
-    assert g["steps"] == 1 and g["num_samples"] == 2 and 0 <= g["test_accuracy"] <= 1
-    assert g["parameters"]["replaced_weights"] == 4 * 384 * 384 + 2 * 384 * 1536  # one MiniLM block
-    assert "not run" in (tmp_path / "table2_minilm.md").read_text()
-
-
-@pytest.mark.parametrize("old, new, expected", [
-    ([], [[2, 4, 6], [1]], [[1], [2, 4, 6]]),
-    ([[1], [3], [2, 4, 6]], [[2, 3, 4]], [[1], [3], [2, 3, 4], [2, 4, 6]]),  # a later command's set is a column too
-    ([[5], [2, 4]], [[2, 4], [5]], [[5], [2, 4]]),  # each once
-])
-def test_table2_baselines_keeps_every_block_set_as_a_column(old, new, expected):
-    T2 = load_script("reproduce_table2_baselines")
-    assert T2.merge_block_sets(old, new) == expected
-
-
 def test_cnn_offline_collects_the_cli_runs_into_one_table(tmp_path):
     mod = load_script("reproduce_cnn_offline")
 
@@ -202,71 +174,6 @@ def test_cnn_offline_collects_the_cli_runs_into_one_table(tmp_path):
     assert "| dense | 81.00 ± 1.41 | 2 |" in md
     assert "| Gaussian (gdu/seeded) | 80.00 ± 1.41 | 2 | 640 |" in md
     assert "| drop | 82.00 ± 1.41 | 2 |" in md and "| lowrank |" not in md  # rows only for runs that exist
-
-
-@pytest.mark.parametrize("alpha, teacher_is_student, expected", [
-    (0.0, False, "ce"),          # no distillation: plain cross-entropy
-    (1.0, True, 0.0),            # the student is the teacher: nothing to distil
-    (0.5, False, "formula"),     # the written-out formula
-])
-def test_kd_loss(alpha, teacher_is_student, expected):
-    if SCRIPTS not in sys.path:
-        sys.path.insert(0, SCRIPTS)
-    import _distill as D
-
-    gen = torch.Generator().manual_seed(3)
-    student, labels = torch.randn(6, 3, generator=gen), torch.tensor([0, 1, 2, 2, 1, 0])
-    teacher = student.clone() if teacher_is_student else torch.randn(6, 3, generator=gen)
-    got = D.kd_loss(student, teacher, labels, temperature=2.0, alpha=alpha)
-    ce = torch.nn.functional.cross_entropy(student, labels)
-    if expected == "ce":
-        want = ce
-    elif expected == "formula":
-        p_t = torch.softmax(teacher / 2, -1)
-        kl = (p_t * (p_t.log() - torch.log_softmax(student / 2, -1))).sum(-1).mean()
-        want = 0.5 * ce + 0.5 * 4 * kl
-    else:
-        want = torch.tensor(expected)
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
-
-
-def test_table2_baselines_distilled_variants_smoke(tmp_path, monkeypatch):
-    """``+kd=T`` trains against the dense run of the same seed: the teacher is that run (same accuracy), it is
-    trained once and cached, and ``dense+kd`` is one row like ``dense``."""
-    from isogauss_hf.tasks import asset_report
-
-    report = asset_report()
-    missing = [k for k in ("minilm", "tweets") if not report.get(k)]
-    if missing:
-        pytest.skip(f"offline assets not installed: {missing}")
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    monkeypatch.setenv("ISOGAUSS_TEACHER_CACHE", str(tmp_path / "teachers"))
-    T2 = load_script("reproduce_table2_baselines")
-    out = str(tmp_path / "kd")
-    T2.main(["--smoke", "--datasets", "tweets", "--seeds", "0", "--blocks", "5", "--variants", "dense", "dense+kd=2",
-             "drop+kd=2", "--out", out])
-    runs = json.loads((tmp_path / "kd.json").read_text())["runs"]
-    assert set(runs) == {"tweets|dense|base|0", "tweets|dense+kd=2|base|0", "tweets|drop+kd=2|5|0"}
-    dense = runs["tweets|dense|base|0"]["accuracy"]["accuracy"]
-    assert runs["tweets|drop+kd=2|5|0"]["teacher_accuracy"] == dense
-    assert runs["tweets|drop+kd=2|5|0"]["kd_alpha"] == 0.5
-    assert runs["tweets|dense+kd=2|base|0"]["train_loss"] != runs["tweets|dense|base|0"]["train_loss"]
-    assert len(os.listdir(tmp_path / "teachers")) == 1
-    assert f"| dense (teacher of `+kd`) | {100 * dense:.2f} (n=1) |" in (tmp_path / "kd.md").read_text()
-    assert (tmp_path / "kd.png").stat().st_size > 1000
-    import _minilm as M
-
-    calls, fit = [], M.fit
-
-    def counted(variant, *a, **k):
-        calls.append(variant)
-        return fit(variant, *a, **k)
-
-    monkeypatch.setattr(M, "fit", counted)  # a new student run finds the teacher in the cache
-    T2.main(["--smoke", "--datasets", "tweets", "--seeds", "0", "--blocks", "5", "--variants", "lowrank+kd=2",
-             "--out", out])
-    assert calls == ["lowrank+kd=2"]
-    assert json.loads((tmp_path / "kd.json").read_text())["runs"]["tweets|lowrank+kd=2|5|0"]["teacher_accuracy"] == dense
 
 
 @pytest.mark.parametrize("x, y, rho, p", [
@@ -297,49 +204,35 @@ def test_analysis_correlation_report_only_recomputes_the_committed_analysis(tmp_
         load_script("analysis_correlation").main(["--report-only", "--out-dir", str(tmp_path), "--name", "absent"])
 
 
-@pytest.mark.parametrize("diffs, expected", [
-    ([1.0, 2.0, 3.0], 2 / 8),  # all positive: only all-plus and all-minus are as extreme
-    ([1.0, -1.0, 2.0, 0.5], 8 / 16),  # |sum| 2.5: 8 of the 16 patterns reach it (sums ±2.5 twice, ±3.5, ±4.5)
-    ([0.0, 0.0], 1.0),  # no difference at all: every pattern is as extreme
-    ([], None),
-    ([1.0] * 17, None),  # beyond exact enumeration
-])
-def test_sign_flip_p(diffs, expected):
+def test_the_scripts_pair_seeds_with_the_products_statistics():
+    """One implementation of the seed-paired statistics: the package's (isogauss_hf.comparison)."""
     if SCRIPTS not in sys.path:
         sys.path.insert(0, SCRIPTS)
     import _repro_common as C
 
-    got = C.sign_flip_p(diffs)
-    assert got == pytest.approx(expected) if expected is not None else got is None
+    from isogauss_hf import comparison
+
+    assert C.sign_flip_p is comparison.sign_flip_p and C.mean_std is comparison.mean_std
 
 
-def _run(variant, blocks, seed, acc, **extra):
-    return {"dataset": "tweets", "variant": variant, "layers": blocks, "seed": seed, "accuracy": {"accuracy": acc},
-            "majority_rate": 0.43, "train_seconds": 1.0, "eval_seconds": 1.0, "load_average": 1.0, **extra}
+def test_analysis_correlation_fine_tunes_through_the_product(tmp_path, monkeypatch):
+    """The scan on the Table 2 recipe's data, then the fine-tunes as an isogauss-finetune sweep (smoke size)."""
+    from isogauss_hf.recipe_checks import PRESETS
+    from isogauss_hf.tasks import asset_report
 
-
-def test_table2_baselines_pairs_each_gaussian_run_with_its_references_seed_by_seed():
-    T2 = load_script("reproduce_table2_baselines")
-    g, kd = "gdu/seeded+calib=200", "gdu/seeded+calib=200+kd=2"
-    runs = [_run("dense", None, s, 0.75 + s / 100) for s in range(3)]
-    runs += [_run(g, [5], s, 0.74 + s / 100) for s in range(3)]  # 1 point below dense on every seed
-    runs += [_run("drop", [5], s, 0.73) for s in range(4)]  # a fourth seed the Gaussian variant has not run
-    runs += [_run(kd, [5], s, 0.74 + s / 100, teacher_accuracy=0.70) for s in range(3)]
-    runs += [_run("drop+kd=2", [5], s, 0.80) for s in range(3)]  # kd variants compare with kd baselines
-    runs += [_run("lowrank", [5], s, 0.70) for s in range(2)]  # 2 shared seeds: too few for a row
-    payload = {"runs": {str(i): r for i, r in enumerate(runs)}, "block_sets": [[5]],
-               "variants": ["dense", "drop", "lowrank", g, "drop+kd=2", kd]}
-    rows = {(r[0], r[2]): r for r in T2.paired_rows(payload, "tweets")}
-    assert set(rows) == {(g, "dense"), (g, "drop"), (kd, "dense"), (kd, "drop+kd=2")}
-    assert rows[(g, "dense")][3:] == ["3", "-1.00 ± 0.00", "0 / 3", "0.250"]
-    assert rows[(g, "drop")][3:] == ["3", "+2.00 ± 1.00", "3 / 3", "0.250"]
-    assert rows[(kd, "dense")][4] == "-1.00 ± 0.00"  # the plain dense runs, not the teacher_accuracy fallback
-    assert rows[(kd, "drop+kd=2")][4] == "-5.00 ± 1.00"
-    payload["runs"] = {k: r for k, r in payload["runs"].items() if r["variant"] != "dense"}
-    rows = {(r[0], r[2]): r for r in T2.paired_rows(payload, "tweets")}
-    assert rows[(kd, "dense")][4] == "+5.00 ± 1.00"  # without dense runs: each kd run's teacher
-    assert (g, "dense") not in rows
-    payload.update(commands=["x"], datasets=["tweets"], settings={"tweets": dataclasses.asdict(T2.SMOKE)})
-    md = T2.markdown(payload)
-    assert "Seed-paired differences" in md
-    assert f"| {kd} | 5 | drop+kd=2 | 3 | -5.00 ± 1.00 | 0 / 3 | 0.250 |" in md
+    report = asset_report()
+    missing = [k for k in ("minilm", "bbc_news") if not report.get(k)]
+    if missing:
+        pytest.skip(f"offline assets not installed: {missing}")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setitem(PRESETS["default"], "calibrate_steps", 2)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    A = load_script("analysis_correlation")
+    A.main(["--smoke", "--datasets", "bbc_news", "--seeds", "0", "--single-blocks", "1", "--no-triples",
+            "--scan-seeds", "0", "--calibration", "16", "--out-dir", str(tmp_path), "--name", "corr"])
+    data = json.loads((tmp_path / "corr.json").read_text())
+    assert set(data["runs"]) == {"bbc_news|base|dense", "bbc_news|1|gdu/seeded+calib=2"}
+    assert set(data["scans"]["bbc_news"]["scores"]) >= {"removal_loss"}
+    records = sorted(p.name for p in (tmp_path / "sweep-bbc_news" / "runs").iterdir())
+    assert records == ["dense_s0", "gdu-seeded+calib=2_b1_s0"]
+    assert data["runs"]["bbc_news|1|gdu/seeded+calib=2"]["source"] == str(tmp_path / "sweep-bbc_news")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["PRESETS", "PRESET_FIELDS", "PRESET_GAUSSIAN_FIELDS", "DEFAULT_PRESET", "preset_values",
            "describe_preset", "RECIPE_GAUSSIAN_DEFAULTS", "gaussian_fields", "parse_layers", "check_auto_layers",
-           "check_baselines", "check_run_options", "positive", "choice", "build_isogauss_config", "PRECISIONS",
+           "check_baselines", "check_run_options", "check_research_options", "DISTILL_TASKS", "positive", "choice", "build_isogauss_config", "PRECISIONS",
            "resolve_precision", "check_generation"]
 
 #: preset -> defaults. Top-level keys are Recipe fields (``head_lr_factor``: the task head's lr = factor x lr
@@ -153,6 +153,37 @@ def check_run_options(recipe: Any) -> None:
     if recipe.classifier_hidden is not None and recipe.task != "image-classification":
         raise RecipeError(f"classifier_hidden (the Table 6 two-layer head) is for image-classification "
                           f"(ResNet / MobileNetV2), not {recipe.task}")
+
+
+#: Tasks whose runs can be distilled from the dense run's logits (one logit vector per example).
+DISTILL_TASKS = ("text-classification", "image-classification")
+
+
+def check_research_options(recipe: Any) -> None:
+    """The options of the attempts beyond the paper: the statistics' optimizer lr (rule ``backprop`` only),
+    logit distillation from the dense run (classification, with the dense run planned) and the subset seeds."""
+    if recipe.statistics_lr is not None:
+        recipe.statistics_lr = positive("statistics_lr", recipe.statistics_lr)
+        rule = recipe.isogauss_config.rule
+        if rule != "backprop":
+            raise RecipeError(f"statistics_lr {recipe.statistics_lr:g} is the optimizer lr of the statistics under "
+                              f"rule backprop, and the rule is {rule}; give --rule backprop or leave it out (GDU / "
+                              f"WDU take --distribution-lr)")
+    recipe.distill_alpha = positive("distill_alpha", recipe.distill_alpha)
+    if recipe.distill_alpha > 1:
+        raise RecipeError(f"distill_alpha must be in (0, 1], got {recipe.distill_alpha!r}")
+    if recipe.distill_temperature is not None:
+        recipe.distill_temperature = positive("distill_temperature", recipe.distill_temperature)
+        if recipe.task not in DISTILL_TASKS:
+            raise RecipeError(f"distill_temperature: distillation reads one logit vector per example "
+                              f"({', '.join(DISTILL_TASKS)}), not {recipe.task}")
+        if not recipe.compare_dense:
+            raise RecipeError("distill_temperature: the teacher is the dense run of the same seed; set "
+                              "compare_dense (--compare-dense) and Gaussian layers")
+    for name in ("train_subset_seed", "eval_subset_seed"):
+        value = getattr(recipe, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise RecipeError(f"{name} must be a non-negative integer or null, got {value!r}")
 
 
 def positive(name: str, value: Any, kind: type = float, allow_zero: bool = False) -> Any:

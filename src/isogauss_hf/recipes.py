@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from .errors import RecipeError
 from .recipe_files import RECIPES_ENV, find_recipe, list_recipes, recipes_dir
 from .recipe_checks import PRECISIONS, PRESET_GAUSSIAN_FIELDS, PRESETS, RECIPE_GAUSSIAN_DEFAULTS, \
-    build_isogauss_config, check_auto_layers, check_baselines, check_generation, check_run_options, choice, \
-    gaussian_fields, parse_layers, positive, preset_values
+    build_isogauss_config, check_auto_layers, check_baselines, check_generation, check_research_options, \
+    check_run_options, choice, gaussian_fields, parse_layers, positive, preset_values
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import IsoGaussConfig
@@ -104,6 +104,8 @@ class Recipe:
                                                                       "(None: the model config's image_size)."})
     train_samples: Optional[int] = field(default=None, metadata={"help": "Keep at most this many training examples."})
     eval_samples: Optional[int] = field(default=None, metadata={"help": "Keep at most this many evaluation examples."})
+    eval_every: Optional[int] = field(default=None, metadata={"help": "Also evaluate on the test split every this many "
+                                                                      "steps: the learning curve (a run's 'curve')."})
     layers: Optional[list] = field(default=None, metadata={"help": "1-based blocks made Gaussian; None / 'none' = "
                                                                    "the dense baseline; 'auto:K' = the K blocks the "
                                                                    "block scan ranks safest (sets auto_layers)."})
@@ -115,6 +117,19 @@ class Recipe:
     calibrate_steps: Optional[int] = field(default=None, metadata={
         "help": "Steps fitting the Gaussian statistics to the replaced dense blocks before fine-tuning "
                 "(isogauss_hf.calibrate); 0 = none, None: the preset's."})
+    statistics_lr: Optional[float] = field(default=None, metadata={
+        "help": "Optimizer learning rate of the Gaussian statistics under rule backprop (the optimizer trains them "
+                "there); None: the body's lr."})
+    distill_temperature: Optional[float] = field(default=None, metadata={
+        "help": "Logit distillation at this temperature T from the dense run of the same seed (the teacher): every "
+                "other run, and a dense control (dense+kd), trains on (1 - distill_alpha) x cross-entropy + "
+                "distill_alpha x T^2 x KL to the teacher's logits. None: off. Classification; needs compare_dense."})
+    distill_alpha: float = field(default=0.5, metadata={"help": "Weight of the distillation term, in (0, 1]."})
+    train_subset_seed: Optional[int] = field(default=None, metadata={
+        "help": "Seed of the train_samples subset (None: the run's seed); fixed, every seed of a sweep trains on "
+                "the same examples."})
+    eval_subset_seed: Optional[int] = field(default=None, metadata={
+        "help": "Seed of the eval_samples subset (None: the run's seed)."})
     baselines: list = field(default_factory=list, metadata={"help": "Baseline runs beside the Gaussian one on the same "
                                                                     "blocks: drop, lowrank, frozen "
                                                                     "(isogauss_hf.baselines.BASELINES)."})
@@ -184,7 +199,7 @@ class Recipe:
         for name in ("max_length", "doc_stride", "max_new_tokens", "batch_size", "logging_steps", "save_steps",
                      "calibration_samples"):
             setattr(self, name, positive(name, getattr(self, name), int))
-        for name in ("train_samples", "eval_samples", "eval_batch_size", "image_size", "classifier_hidden"):
+        for name in ("train_samples", "eval_samples", "eval_batch_size", "image_size", "classifier_hidden", "eval_every"):
             if getattr(self, name) is not None:
                 setattr(self, name, positive(name, getattr(self, name), int))
         self.epochs = positive("epochs", self.epochs)
@@ -217,6 +232,7 @@ class Recipe:
         self.precision = choice("precision", self.precision, tuple(PRECISIONS))
         self.generation = check_generation(self.generation, self.task, self.max_new_tokens)
         check_run_options(self)
+        check_research_options(self)
 
     def _fill_from_preset(self) -> None:
         values = preset_values(self.preset)

@@ -28,12 +28,13 @@ PROG = "isogauss-finetune"
 #: flag destination -> Recipe field
 RECIPE_FLAGS: dict[str, str] = {
     "model": "model", "dataset": "dataset", "task": "task", "layers": "layers", "epochs": "epochs",
-    "max_steps": "max_steps", "lr": "lr", "batch_size": "batch_size", "max_length": "max_length",
+    "max_steps": "max_steps", "eval_every": "eval_every", "lr": "lr", "batch_size": "batch_size", "max_length": "max_length",
     "doc_stride": "doc_stride", "train_samples": "train_samples", "eval_samples": "eval_samples", "seed": "seed",
     "compare_dense": "compare_dense", "text_column": "text_column", "text_pair_column": "text_pair_column",
     "label_column": "label_column", "preset": "preset", "head_lr": "head_lr", "baselines": "baselines",
     "analyze": "analyze", "classifier_hidden": "classifier_hidden", "calibration_samples": "calibration_samples",
-    "calibrate_steps": "calibrate_steps", "precision": "precision",
+    "calibrate_steps": "calibrate_steps", "precision": "precision", "statistics_lr": "statistics_lr",
+    "distill_temperature": "distill_temperature", "distill_alpha": "distill_alpha",
 }
 #: flag destination -> IsoGaussConfig field (of the recipe's ``gaussian:`` section)
 GAUSSIAN_FLAGS: dict[str, str] = {
@@ -87,7 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-pair-column", help="second text column of sentence-pair tasks (default: none)")
     p.add_argument("--label-column", help="dataset column holding the label, class ids or names (default: label)")
     p.add_argument("--layers", help="1-based blocks made Gaussian, e.g. 4,8,12; 'none' = the dense baseline; "
-                                    "'auto:K' = the K blocks a block scan of the train split ranks safest")
+                                    "'auto:K' = the K blocks a block scan of the train split ranks safest; several "
+                                    "block sets separated by ';' (\"3;2,4;auto:3\") make a sweep")
+    p.add_argument("--seeds", help="a sweep over these seeds, comma-separated (e.g. 0,1,2): every variant x block set "
+                                   "x seed, the seed-paired comparison table at the end (OUTPUT_DIR/comparison.md); "
+                                   "rerun the same command to continue an interrupted sweep")
+    p.add_argument("--report", metavar="DIR", help="print and re-render the comparison of the sweep in DIR "
+                                                   "(comparison.md and .png from its comparison.json), train nothing")
+    p.add_argument("--save-models", action=argparse.BooleanOptionalAction, default=None,
+                   help="sweeps: save each run's model in OUTPUT_DIR/runs/NAME/model (default); --no-save-models "
+                        "keeps the records only")
+    p.add_argument("--report-to", help="log training to these transformers integrations, comma-separated "
+                                       "(tensorboard, wandb, mlflow, ... when installed; 'all'; default none); "
+                                       "runs are named RECIPE/VARIANT_bBLOCKS_sSEED")
+    p.add_argument("--distill-temperature", type=positive_float("distill_temperature"), metavar="T",
+                   help="logit distillation from the dense run of the same seed at temperature T: every other "
+                        "run, and the dense control dense-kd, trains on (1 - alpha) CE + alpha T^2 KL to the dense "
+                        "run's logits (classification; needs --compare-dense)")
+    p.add_argument("--distill-alpha", type=positive_float("distill_alpha"),
+                   help="weight of the distillation term, in (0, 1] (default 0.5)")
+    p.add_argument("--statistics-lr", type=positive_float("statistics_lr"),
+                   help="rule backprop: the optimizer lr of the Gaussian statistics (default: --lr)")
     p.add_argument("--calibration-samples", type=positive_int("calibration_samples"),
                    help="train examples the block scan (--layers auto:K) and the statistics calibration run on "
                         "(default 512)")
@@ -129,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=positive_int("train_samples"),
                    help="use at most this many training examples")
     p.add_argument("--eval-samples", type=positive_int("eval_samples"), help="evaluate on at most this many examples")
+    p.add_argument("--eval-every", type=positive_int("eval_every"), metavar="N",
+                   help="also evaluate on the test split every N steps: the learning curve, kept in the run's record "
+                        "('curve')")
     p.add_argument("--seed", type=nonnegative_int("seed"), help="seed of training, data order and noise")
     p.add_argument("--compare-dense", action=argparse.BooleanOptionalAction, default=None,
                    help="also train the dense baseline and print both side by side")
@@ -164,7 +188,10 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
     if args.layers is not None and not args.layers.strip():
         raise UsageError("--layers is empty: give 1-based blocks (e.g. 4,8,12), auto:K, or none for the dense "
                          "baseline only")
+    args.block_sets = [part.strip() for part in args.layers.split(";")] if args.layers and ";" in args.layers else None
     overrides: dict[str, Any] = {field: getattr(args, flag) for flag, field in RECIPE_FLAGS.items()}
+    if args.block_sets:  # a sweep: the recipe takes the first set; each set is checked when the sweep is planned
+        overrides["layers"] = next((b for b in args.block_sets if b), "")
     overrides[GAUSSIAN_KEY] = {field: getattr(args, flag) for flag, field in GAUSSIAN_FLAGS.items()}
     if args.max_steps is not None and args.epochs is None:
         overrides["max_steps"] = args.max_steps

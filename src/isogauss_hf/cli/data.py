@@ -5,8 +5,9 @@
 text or label, turns string labels into a ``ClassLabel`` and splits off a (stratified) test split
 when the data has none (:mod:`isogauss_hf.cli.dataprep`). It returns a :class:`TaskData`: the
 ``DatasetDict`` (``train`` / ``test``) with how it was split and what was dropped.
-:func:`load_task_dataset` returns the ``DatasetDict`` alone. Hub datasets need network access;
-without it a :class:`HubUnavailable` error names what must be downloaded.
+:func:`load_task_dataset` returns the ``DatasetDict`` alone; :func:`resolve_data` is what a run gets: the
+recipe's data with its ``train_samples`` / ``eval_samples`` caps (seeded subsets), its labels and summary.
+Hub datasets need network access; without it a :class:`HubUnavailable` error names what must be downloaded.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ __all__ = [
     "load_task_data",
     "is_local_dataset",
     "label_names",
+    "column_options",
+    "resolve_data",
 ]
 
 # Columns each task needs in a dataset (image-classification accepts ``image`` or ``pixel_values``).
@@ -305,3 +308,29 @@ def label_names(data: Any) -> list[str]:
     if bad:
         raise UsageError(f"label column must hold class ids 0..N-1 (or be a ClassLabel); found {sorted(map(str, bad))[:5]}")
     return [str(i) for i in range(max(values) + 1)]
+
+
+def column_options(recipe: Any) -> dict[str, Optional[str]]:
+    """The recipe's column choices as ``load_task_data(columns=...)`` takes them."""
+    return {"text": recipe.text_column, "text_pair": recipe.text_pair_column, "label": recipe.label_column}
+
+
+def _cap(ds: Any, n: Optional[int], seed: int) -> Any:
+    if n is None or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
+
+
+def resolve_data(recipe: Any) -> tuple[TaskData, Optional[list[str]], dict[str, Any]]:
+    """The data the runs get (caps applied; ``full_rows`` keeps the sizes before), its labels and summary."""
+    from .dataprep import CLASSIFICATION_TASKS, split_summary
+
+    task_data = load_task_data(recipe.dataset, recipe.task, recipe.dataset_options, recipe.seed,
+                               columns=column_options(recipe))
+    data = task_data.data
+    task_data.full_rows = {split: len(ds) for split, ds in data.items()}
+    for split, cap, seed in (("train", recipe.train_samples, recipe.train_subset_seed),
+                             ("test", recipe.eval_samples, recipe.eval_subset_seed)):
+        data[split] = _cap(data[split], cap, recipe.seed if seed is None else seed)
+    labels = label_names(data) if recipe.task in CLASSIFICATION_TASKS else None
+    return task_data, labels, split_summary(data, labels)

@@ -8,6 +8,8 @@ Layout::
     OUTPUT_DIR/dense-baseline/   the dense model of --compare-dense
     OUTPUT_DIR/checkpoints/RUN/  Trainer checkpoints while training (removed once the run is saved)
 
+(A sweep's directory is laid out by :mod:`isogauss_hf.cli.sweep_store`.)
+
 ``results.json``'s ``status`` is ``running`` while the run goes on, then ``completed``,
 ``interrupted`` (Ctrl-C, SIGTERM), ``diverged`` (a loss or weight not finite) or ``failed``. A directory whose
 run is unfinished (interrupted, diverged, failed, or ``running`` although its process is gone, e.g. after
@@ -31,7 +33,8 @@ from typing import Any, Optional
 from ..card import RESULTS_NAME  # the file a run writes and a model card reads: one name
 from ..errors import UsageError
 
-__all__ = ["RUN_MARKER", "RESULTS_NAME", "UNFINISHED", "RunResults", "prepare_output_dir", "make_output_dir",
+__all__ = ["RUN_MARKER", "RESULTS_NAME", "UNFINISHED", "RunResults", "prepare_output_dir", "make_output_dir", "run_state",
+           "read_json", "process_alive",
            "write_json", "library_versions", "hub_token", "can_push", "push_final_model"]
 
 RUN_MARKER = "run.json"
@@ -47,7 +50,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
+def read_json(path: Path) -> Optional[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -56,7 +59,7 @@ def _read_json(path: Path) -> Optional[dict[str, Any]]:
     return data if isinstance(data, dict) else None
 
 
-def _process_alive(record: dict[str, Any]) -> Optional[bool]:
+def process_alive(record: dict[str, Any]) -> Optional[bool]:
     """Whether the process that wrote ``record`` (``pid`` on ``host``) still runs; None when this host cannot tell."""
     pid, host = record.get("pid"), record.get("host")
     if not isinstance(pid, int) or host != socket.gethostname():
@@ -77,13 +80,13 @@ def run_state(out: Path) -> Optional[str]:
     process ended without a final status: SIGKILL, power loss) or ``"unknown"`` (no status, another host)."""
     if not (out / RESULTS_NAME).is_file() and not (out / RUN_MARKER).is_file():
         return None
-    marker, results = _read_json(out / RUN_MARKER) or {}, _read_json(out / RESULTS_NAME)
+    marker, results = read_json(out / RUN_MARKER) or {}, read_json(out / RESULTS_NAME)
     status = (results or {}).get("status")
     owner = results if results and "pid" in results else marker
     if status in ("completed",) + UNFINISHED:
         return status
     if status == "running" or (results is None and "pid" in marker):  # started, never finished
-        alive = _process_alive(owner)
+        alive = process_alive(owner)
         return "alive" if alive else ("killed" if alive is False else "unknown")
     return "unknown"
 
@@ -93,7 +96,7 @@ def prepare_output_dir(path: str, overwrite: bool, resume: bool = False) -> Path
     out = Path(path).expanduser()
     state = run_state(out) if out.is_dir() else None
     if state == "alive":
-        owner = _read_json(out / RESULTS_NAME) or _read_json(out / RUN_MARKER) or {}
+        owner = read_json(out / RESULTS_NAME) or read_json(out / RUN_MARKER) or {}
         raise UsageError(f"output dir {path!r} is in use by a running isogauss-finetune (pid {owner.get('pid')}); "
                          f"wait for it or choose another --output-dir")
     if resume:

@@ -2,10 +2,9 @@
 
 * :func:`preflight` — fast checks that need no training data (model, Hub access, blocks in range,
   dataset name), so bad input fails before an output directory exists;
-* :func:`resolve_data` — the task's data as the runs get it (columns, cleaning, split, the
-  ``--train-samples`` / ``--eval-samples`` caps), its labels and per-split summary;
-* :func:`data_lines` — sizes, split seed and stratification, class balance, majority-class rate,
-  dropped rows (printed by the dry run and at the start of a real run);
+* :func:`data_lines` — the data as the runs get it (:func:`isogauss_hf.cli.data.resolve_data`: columns,
+  cleaning, split, the ``--train-samples`` / ``--eval-samples`` caps): sizes, split seed and stratification,
+  class balance, majority-class rate, dropped rows (printed by the dry run and at the start of a real run);
 * :func:`dry_run` — the whole plan: model, blocks (and the block scan's scores for ``--layers auto:K``:
   the weights are loaded then), every variant (dense, Gaussian, baselines) with the modules it replaces
   and its parameter report, the classifier head's parameters (``classifier_hidden``), the data, training
@@ -23,13 +22,12 @@ from typing import Any, Optional
 from ..errors import HubUnavailable, RecipeError, UsageError
 from ..recipe_checks import describe_preset
 from ..recipes import Recipe, list_recipes, load_recipe, recipes_dir
-from .data import DATASETS, TaskData, label_names, load_task_data
-from .dataprep import CLASSIFICATION_TASKS, describe_balance, describe_split, split_summary
+from .data import DATASETS, TaskData, resolve_data
+from .dataprep import CLASSIFICATION_TASKS, describe_balance, describe_split
 from .report import fmt_int
 from .variants import KINDS, Variant, build_variant, plan_variants
 
-__all__ = ["describe_recipe", "preflight", "resolve_data", "data_lines", "training_lines", "dry_run",
-           "list_everything", "column_options"]
+__all__ = ["describe_recipe", "preflight", "data_lines", "training_lines", "dry_run", "list_everything"]
 
 _KINDS = {"paper": "paper recipe (needs the Hugging Face Hub)", "demo": "offline run on installed real data",
           "pipeline-check": "pipeline check on a small from-scratch model (not a reproduction)",
@@ -38,11 +36,6 @@ _KINDS = {"paper": "paper recipe (needs the Hugging Face Hub)", "demo": "offline
 
 def describe_recipe(recipe: Recipe) -> str:
     return _KINDS[recipe.purpose]
-
-
-def column_options(recipe: Recipe) -> dict[str, Optional[str]]:
-    """The recipe's column choices as ``load_task_data(columns=...)`` takes them."""
-    return {"text": recipe.text_column, "text_pair": recipe.text_pair_column, "label": recipe.label_column}
 
 
 def _check_blocks(recipe: Recipe, config: Any) -> None:
@@ -110,34 +103,20 @@ def preflight(recipe: Recipe) -> None:
                          f".csv/.json/.jsonl/.parquet file or dataset directory)")
 
 
-def _cap(ds: Any, n: Optional[int], seed: int) -> Any:
-    if n is None or n >= len(ds):
-        return ds
-    return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
-
-
-def resolve_data(recipe: Recipe) -> tuple[TaskData, Optional[list[str]], dict[str, Any]]:
-    """The data the runs get (caps applied; ``full_rows`` keeps the sizes before), its labels and summary."""
-    task_data = load_task_data(recipe.dataset, recipe.task, recipe.dataset_options, recipe.seed,
-                               columns=column_options(recipe))
-    data = task_data.data
-    task_data.full_rows = {split: len(ds) for split, ds in data.items()}
-    data["train"] = _cap(data["train"], recipe.train_samples, recipe.seed)
-    data["test"] = _cap(data["test"], recipe.eval_samples, recipe.seed)
-    labels = label_names(data) if recipe.task in CLASSIFICATION_TASKS else None
-    return task_data, labels, split_summary(data, labels)
-
-
 def data_lines(recipe: Recipe, task_data: TaskData, labels: Optional[list[str]], summary: dict[str, Any]) -> list[str]:
     """The dataset part of the plan, one entry per printed line (the first starts with ``dataset``)."""
     full = task_data.full_rows
     sizes = ", ".join(f"{split} {fmt_int(summary[split]['rows'])} of {fmt_int(full.get(split, summary[split]['rows']))}"
                       for split in ("train", "test"))
     lines = [f"dataset     {recipe.dataset}: {sizes}" + (f", {len(labels)} classes" if labels else "")]
-    capped = [s for s, cap in (("train", recipe.train_samples), ("test", recipe.eval_samples))
-              if cap is not None and cap < full.get(s, 0)]
-    lines.append(f"  split     {describe_split(task_data.split)}"
-                 + (f"; {' and '.join(capped)} capped to a random subset (seed {recipe.seed})" if capped else ""))
+    capped = {s: recipe.seed if seed is None else seed for s, cap, seed in
+              (("train", recipe.train_samples, recipe.train_subset_seed),
+               ("test", recipe.eval_samples, recipe.eval_subset_seed)) if cap is not None and cap < full.get(s, 0)}
+    if len(set(capped.values())) == 1:
+        caps = f"{' and '.join(capped)} capped to a random subset (seed {next(iter(capped.values()))})"
+    else:
+        caps = " and ".join(f"{s} (seed {seed})" for s, seed in capped.items()) + " capped to random subsets"
+    lines.append(f"  split     {describe_split(task_data.split)}" + (f"; {caps}" if capped else ""))
     if task_data.columns:
         mapped = ", ".join(f"{target} <- {source!r}" for target, source in task_data.columns.items())
         lines.append(f"  columns   {mapped}")

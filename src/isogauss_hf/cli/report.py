@@ -78,8 +78,10 @@ def run_line(run: dict[str, Any], headline: str) -> str:
     head = run.get("classifier_parameters")
     extra = (f"; classifier {fmt_int(head['this_run'])} parameters (dense head {fmt_int(head['dense_head'])})"
              if head else "")
+    if run.get("curve"):  # recipe.eval_every
+        extra += "; curve " + ", ".join(f"{e['step']}: {format_metric(headline, e.get(headline))}" for e in run["curve"])
     return (f"== {run['name']} done: {', '.join(shown) or 'no metrics'}{extra}; train {run.get('train_time_s', 0):.0f} "
-            f"s, eval {run.get('eval_time_s', 0):.0f} s; saved to {run.get('saved_to', '-')}")
+            f"s, eval {run.get('eval_time_s', 0):.0f} s; saved to {run.get('saved_to') or '-'}")
 
 
 def summary_table(runs: list[dict[str, Any]], headline: str) -> str:

@@ -24,13 +24,15 @@ from typing import Any, Optional
 from ..errors import TrainingDiverged, UsageError
 from .context import RunContext
 from .output import RunResults, push_final_model
-from .plan import data_lines, describe_recipe, resolve_data, training_lines
+from .data import resolve_data
+from .plan import data_lines, describe_recipe, training_lines
 from .report import run_line, summary_table
 from .trainer import make_trainer, training_args
 from .variants import KINDS, Variant, build_variant, plan_variants
 from .verdict import run_warnings
 
-__all__ = ["run_training", "train_variant", "training_args", "Interrupted"]
+__all__ = ["run_training", "train_variant", "training_args", "Interrupted", "load_teacher_logits", "load_shared",
+           "disk_error", "on_sigterm"]
 
 PROG = "isogauss-finetune"
 
@@ -53,6 +55,9 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
     from .pipelines import load_model
 
     recipe = ctx.recipe
+    if variant.distill is not None and ctx.teacher_logits is None:
+        raise UsageError(f"run {variant.name!r} is distilled from the dense run of seed {recipe.seed}, which has not "
+                         f"run: plan the dense run first (compare_dense)")
     dense = load_model(recipe, ctx.source, ctx.labels)
     dense_head = _classifier_parameters(dense) if recipe.classifier_hidden else None
     built = build_variant(dense, variant, recipe.classifier_hidden, calibration=lambda m: _calibration_batches(ctx, m))
@@ -87,8 +92,11 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
         raise TrainingDiverged(f"evaluation of {variant.name!r} gave a non-finite loss ({metrics['loss']}): the "
                                f"trained model is unusable; lower --lr, or check the test data for extreme values")
     summary = pipeline.accuracy
+    if variant.kind == "dense" and variant.distill is None and recipe.distill_temperature is not None:
+        ctx.teacher_logits = _teacher_logits(trainer, ctx.train, ctx.teacher_path(variant))
     record = {
         "name": variant.name,
+        "label": variant.label,
         "kind": variant.kind,
         "layers": variant.layers,
         "gaussian": variant.gaussian,
@@ -101,8 +109,14 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
         "eval_time_s": round(eval_time, 2),
         "parameter_report": built.report,
         "isogauss_config": variant.config.to_dict() if variant.config is not None else None,
-        "saved_to": str(variant.save_dir),
+        "saved_to": str(variant.save_dir) if ctx.save_models else None,
     }
+    if variant.distill is not None:
+        record["distill"] = {"temperature": variant.distill, "alpha": recipe.distill_alpha}
+    curve = [{"step": e["step"], **{k[5:]: v for k, v in e.items() if k.startswith("eval_") and "per_second" not in k
+                                    and k != "eval_runtime"}} for e in trainer.state.log_history if "eval_loss" in e]
+    if curve:  # recipe.eval_every: the test metrics during training
+        record["curve"] = curve
     trace = getattr(trainer, "loss_trace", None)
     if trace:
         record["loss_first"], record["loss_last"] = list(trace["first"]), list(trace["last"])
@@ -119,11 +133,12 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
         from .analysis_hooks import write_drift
 
         record["drift"] = write_drift(recipe, ctx.source, ctx.labels, model, ctx.out)
-    before_save = KINDS[variant.kind].before_save
-    saved = before_save(model) if before_save is not None else model
-    saved.save_pretrained(str(variant.save_dir))
-    if ctx.tokenizer is not None:
-        ctx.tokenizer.save_pretrained(str(variant.save_dir))
+    if ctx.save_models:
+        before_save = KINDS[variant.kind].before_save
+        saved = before_save(model) if before_save is not None else model
+        saved.save_pretrained(str(variant.save_dir))
+        if ctx.tokenizer is not None:
+            ctx.tokenizer.save_pretrained(str(variant.save_dir))
     shutil.rmtree(checkpoints, ignore_errors=True)  # the saved model supersedes them
     if (ctx.out / "checkpoints").is_dir() and not any((ctx.out / "checkpoints").iterdir()):
         (ctx.out / "checkpoints").rmdir()
@@ -133,6 +148,29 @@ def train_variant(ctx: RunContext, variant: Variant) -> dict[str, Any]:
     if examples:
         record["examples"] = examples
     return record
+
+
+def _teacher_logits(trainer: Any, train: Any, path: Any) -> list:
+    """The dense (teacher) model's logits on the train split, kept at ``path`` for later distilled runs."""
+    import os
+
+    import torch
+
+    output = trainer.predict(train)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    tensor = torch.as_tensor(logits, dtype=torch.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(tensor, tmp)
+    os.replace(tmp, path)
+    return tensor.tolist()
+
+
+def load_teacher_logits(path: Any) -> list:
+    """The teacher logits :func:`train_variant` kept at ``path``."""
+    import torch
+
+    return torch.load(path).tolist()
 
 
 def _check_finite_weights(model: Any, name: str) -> None:
@@ -151,8 +189,9 @@ def _classifier_parameters(model: Any) -> int:
     return classifier_parameters(model)
 
 
-def _load_shared(ctx: RunContext, results: RunResults) -> None:
-    """Model source, config, tokenizer, data and task pipeline: loaded once for every variant."""
+def load_shared(ctx: RunContext) -> dict[str, Any]:
+    """Model source, config, tokenizer, data and task pipeline: loaded once for every variant into ``ctx``; what
+    ``results.json`` records of them (model, dataset, preset)."""
     import transformers
 
     from .pipelines import load_config, load_tokenizer, make_pipeline, resolve_model_source
@@ -170,13 +209,12 @@ def _load_shared(ctx: RunContext, results: RunResults) -> None:
 
         ctx.pipeline.image_processor = image_processor_for(recipe, ctx.source, ctx.model_config)
     ctx.train, ctx.test = ctx.pipeline.prepare(ctx.task_data.data)
-    results.payload["model"] = {"requested": recipe.model, "source": where}
-    results.payload["dataset"] = {
-        "name": recipe.dataset, "train": summary["train"]["rows"], "test": summary["test"]["rows"],
-        "labels": ctx.labels, "split": ctx.task_data.split, "columns": ctx.task_data.columns,
-        "dropped": ctx.task_data.dropped, "rows_before_caps": ctx.task_data.full_rows, "summary": summary,
-    }
-    results.payload["preset"] = {"name": recipe.preset, "filled": list(recipe.preset_filled)}
+    return {"model": {"requested": recipe.model, "source": where},
+            "dataset": {"name": recipe.dataset, "train": summary["train"]["rows"], "test": summary["test"]["rows"],
+                        "labels": ctx.labels, "split": ctx.task_data.split, "columns": ctx.task_data.columns,
+                        "dropped": ctx.task_data.dropped, "rows_before_caps": ctx.task_data.full_rows,
+                        "summary": summary},
+            "preset": {"name": recipe.preset, "filled": list(recipe.preset_filled)}}
 
 
 def _plan(ctx: RunContext) -> dict[str, Any]:
@@ -198,7 +236,7 @@ def _resolve_auto(ctx: RunContext, results: RunResults) -> None:
     results.begin(_plan(ctx))
 
 
-def _disk_error(error: BaseException) -> Any:
+def disk_error(error: BaseException) -> Any:
     """The OSError of a full disk, an exceeded quota or a read-only filesystem in ``error``'s chain, or None."""
     import errno
 
@@ -219,7 +257,7 @@ def _flush_quietly(results: RunResults, status: str, error: str) -> Optional[OSE
     return None
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def on_sigterm(signum: int, frame: Any) -> None:
     raise Interrupted(f"signal {signal.Signals(signum).name}")
 
 
@@ -230,9 +268,9 @@ def run_training(ctx: RunContext) -> int:
     results = RunResults(ctx.out, recipe, describe_recipe(recipe))
     results.begin(_plan(ctx))
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
     try:
-        _load_shared(ctx, results)
+        results.payload.update(load_shared(ctx))
         if recipe.auto_layers is not None and recipe.layers is None:
             _resolve_auto(ctx, results)
             recipe = ctx.recipe
@@ -270,7 +308,7 @@ def run_training(ctx: RunContext) -> int:
         raise
     except Exception as e:
         failed_flush = _flush_quietly(results, "failed", f"{type(e).__name__}: {e}")
-        full = _disk_error(e) or (_disk_error(failed_flush) if failed_flush is not None else None)
+        full = disk_error(e) or (disk_error(failed_flush) if failed_flush is not None else None)
         where = (f"partial results in {results.path}" if failed_flush is None
                  else f"results.json in {ctx.out} could not be updated")
         if full is not None:  # a known cause: one line, no traceback

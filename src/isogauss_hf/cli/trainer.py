@@ -8,8 +8,12 @@
   ``qa_outputs``: usually new, randomly initialised on top of a pretrained encoder);
 * :func:`make_trainer` — the Trainer, stopped with :class:`~isogauss_hf.errors.TrainingDiverged` at the first step
   whose loss is not finite; when the recipe's ``head_lr`` differs from ``lr`` its optimizer has
-  the head's parameters in their own groups at ``head_lr`` (the scheduler scales both alike). The body
-  stays the first group, whose lr :class:`~isogauss_hf.IsoGaussCallback` uses for the distribution step.
+  the head's parameters in their own groups at ``head_lr`` (the scheduler scales both alike), and a ``backprop``
+  variant with ``statistics_lr`` its Gaussian statistics at that lr. The body stays the first group, whose lr
+  :class:`~isogauss_hf.IsoGaussCallback` uses for the distribution step. A distilled variant (``distill``) trains
+  on the dense teacher's logits (:mod:`isogauss_hf.distill`). ``--report-to`` (:func:`check_report_to`) goes to
+  ``TrainingArguments.report_to`` with the run's name (recipe / variant / blocks / seed); TensorBoard writes
+  beside the run (``logs/``), not into its checkpoints.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 
 from ..errors import TrainingDiverged, UsageError
 
-__all__ = ["EXPLODED", "HEAD_MODULES", "training_args", "per_device_batch", "world_size", "head_parameter_names",
+__all__ = ["EXPLODED", "HEAD_MODULES", "check_report_to", "statistics_parameter_names", "training_args", "per_device_batch", "world_size", "head_parameter_names",
            "make_trainer", "labelled_progress"]
 
 #: A training loss this many times the first step's (or 1, if larger) is a divergence even while finite: at
@@ -50,7 +54,30 @@ def per_device_batch(batch_size: int, processes: int) -> int:
     return batch_size // processes
 
 
-def training_args(recipe: Any, output_dir: Any) -> Any:
+def check_report_to(text: str) -> list[str]:
+    """``--report-to``: ``none``, ``all`` or integrations of ``transformers`` (comma-separated) that are installed
+    here; one-line :class:`UsageError` naming the valid or missing ones otherwise."""
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names or names == ["none"]:
+        return []
+    if names == ["all"]:
+        return get_available_reporting_integrations()
+    unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise UsageError(f"--report-to {','.join(unknown)}: unknown; valid: none, all, "
+                         f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+    installed = get_available_reporting_integrations()
+    missing = [n for n in names if n not in installed]
+    if missing:
+        raise UsageError(f"--report-to {','.join(missing)}: not installed here (pip install "
+                         f"{' '.join(missing)}); installed: {', '.join(installed) or 'none'}")
+    return names
+
+
+def training_args(recipe: Any, output_dir: Any, report_to: Any = None, run_name: Any = None) -> Any:
     import os
 
     import torch
@@ -79,14 +106,16 @@ def training_args(recipe: Any, output_dir: Any) -> Any:
         optim_args=f"momentum={recipe.momentum}" if recipe.optimizer == "sgd" and recipe.momentum else None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        eval_strategy="no",
+        eval_strategy="steps" if recipe.eval_every else "no",
+        eval_steps=recipe.eval_every,
         save_strategy="steps",
         save_steps=recipe.save_steps,
         save_total_limit=1,
         logging_steps=recipe.logging_steps,
         seed=recipe.seed,
         data_seed=recipe.seed,
-        report_to="none",
+        report_to=list(report_to) if report_to else "none",
+        run_name=run_name,
         use_cpu=not cuda,
         # a GPU waits for batches: workers collate while it computes (on CPU they would compete for its cores)
         dataloader_num_workers=min(4, (os.cpu_count() or 2) // (2 * processes)) if cuda else 0,
@@ -152,27 +181,37 @@ def _guarded_trainer() -> type:
     return GuardedTrainer
 
 
-def _trainer_class(head_names: set[str], head_lr: float) -> type:
-    class HeadLrTrainer(_guarded_trainer()):
-        """Trainer whose optimizer puts the task head's parameters in groups of their own at ``head_lr``."""
+def statistics_parameter_names(model: Any) -> set[str]:
+    """Names of the Gaussian statistics the optimizer trains (rule ``backprop``: they are parameters there)."""
+    from ..layers.base import IsoGaussLayer
+
+    stats = set(IsoGaussLayer.STAT_NAMES)
+    return {n for n, p in model.named_parameters() if p.requires_grad and n.rsplit(".", 1)[-1] in stats}
+
+
+def _trainer_class(base: type, own_lr: list[tuple[set[str], float]]) -> type:
+    class GroupLrTrainer(base):
+        """Trainer whose optimizer puts each set of ``own_lr`` (the task head at ``head_lr``, backprop statistics
+        at ``statistics_lr``) in parameter groups of their own at that lr."""
 
         def create_optimizer(self, model=None):
             if self.optimizer is None:
                 opt_model = self.model if model is None else model
                 decay = set(self.get_decay_parameter_names(opt_model))
+                sets = [(set().union(*(names for names, _ in own_lr)), None)] + own_lr  # the body (not in any set)
                 groups = []
-                for head in (False, True):  # the body first: param_groups[0] is what the callback reads
+                for i, (names, lr) in enumerate(sets):  # the body first: param_groups[0] is what the callback reads
                     for with_decay in (True, False):
-                        params = [p for n, p in opt_model.named_parameters()
-                                  if p.requires_grad and (n in head_names) == head and (n in decay) == with_decay]
+                        params = [p for n, p in opt_model.named_parameters() if p.requires_grad and
+                                  (n not in names if i == 0 else n in names) and (n in decay) == with_decay]
                         if params:
                             group = {"params": params, "weight_decay": self.args.weight_decay if with_decay else 0.0}
-                            groups.append({**group, "lr": head_lr} if head else group)
+                            groups.append({**group, "lr": lr} if lr is not None else group)
                 optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
                 self.optimizer = optimizer_cls(groups, **kwargs)
             return self.optimizer
 
-    return HeadLrTrainer
+    return GroupLrTrainer
 
 
 def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
@@ -182,24 +221,44 @@ def make_trainer(ctx: Any, variant: Any, model: Any, callback: bool) -> Any:
     from ..callback import IsoGaussCallback
 
     recipe, pipeline = ctx.recipe, ctx.pipeline
-    args = training_args(recipe, ctx.checkpoints_dir(variant))
+    report_to = list(ctx.report_to)
+    tensorboard = "tensorboard" in report_to  # its logs go beside the run, not into the checkpoints removed after it
+    args = training_args(recipe, ctx.checkpoints_dir(variant), [r for r in report_to if r != "tensorboard"],
+                         f"{recipe.name}/{ctx.run_name(variant)}")
     args.remove_unused_columns = pipeline.remove_unused_columns
-    cls = _guarded_trainer()
+    own_lr = []
     if recipe.head_lr != recipe.lr:
         names = head_parameter_names(model)
         if names:
-            cls = _trainer_class(names, recipe.head_lr)
+            own_lr.append((names, recipe.head_lr))
         elif "head_lr" not in recipe.preset_filled:
             raise UsageError(f"head_lr {recipe.head_lr:g}: {type(model).__name__} has no task head "
                              f"({' / '.join(HEAD_MODULES)}) to give it to; leave head_lr out")
+    if variant.statistics_lr is not None:
+        own_lr.append((statistics_parameter_names(model), variant.statistics_lr))
+    cls = _trainer_class(_guarded_trainer(), own_lr) if own_lr else _guarded_trainer()
+    train, collator = ctx.train, pipeline.collator()
+    if variant.distill is not None:  # the dense teacher's logits ride along with each train row
+        from ..distill import COLUMN, TeacherCollator, distilling
+
+        train = ctx.train.add_column(COLUMN, ctx.teacher_logits)
+        collator, cls = TeacherCollator(collator), distilling(cls, variant.distill, recipe.distill_alpha)
+    callbacks = [IsoGaussCallback()] if callback else []
+    if tensorboard:
+        from transformers.integrations import TensorBoardCallback
+
+        board = TensorBoardCallback()
+        board.logging_dir = str(ctx.logs_dir(variant))  # its writer opens there when training begins
+        callbacks.append(board)
     trainer = cls(
         model=model,
         args=args,
-        train_dataset=ctx.train,
-        data_collator=pipeline.collator(),
+        train_dataset=train,
+        eval_dataset=ctx.test if recipe.eval_every else None,  # the learning curve (recipe.eval_every)
+        data_collator=collator,
         processing_class=ctx.tokenizer,
         compute_metrics=pipeline.compute_metrics(),
-        callbacks=[IsoGaussCallback()] if callback else None,
+        callbacks=callbacks or None,
     )
     trainer.remove_callback(ProgressCallback)
     config = variant.config

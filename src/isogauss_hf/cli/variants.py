@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import UsageError
 
-__all__ = ["Variant", "VariantKind", "Built", "KINDS", "plan_variants", "build_variant", "dense_report",
+__all__ = ["Variant", "VariantKind", "Built", "KINDS", "plan_variants", "run_name", "build_variant", "dense_report",
            "short_report", "parameter_report"]
 
 
@@ -33,6 +33,9 @@ class Variant:
     save_dir: Path
     config: Any = None
     calibrate_steps: int = 0  # gaussian kind: steps fitting the statistics to the dense blocks first
+    statistics_lr: Optional[float] = None  # gaussian kind, rule backprop: the optimizer lr of the statistics
+    distill: Optional[float] = None  # trains on the dense teacher's logits at this temperature (recipe.distill_*)
+    run_dir: Optional[Path] = None  # a sweep's run directory (checkpoints, teacher logits); None: OUTPUT_DIR
 
     @property
     def gaussian(self) -> bool:
@@ -40,7 +43,31 @@ class Variant:
 
     @property
     def title(self) -> str:
-        return KINDS[self.kind].title(self)
+        title = KINDS[self.kind].title(self)
+        return title + (f", distilled from the dense run at T = {self.distill:g}" if self.distill is not None else "")
+
+    @property
+    def label(self) -> str:
+        """What the run is, as the comparison table names it: ``dense``, ``drop``, ``lowrank``, ``frozen`` or the
+        Gaussian configuration (``gdu/seeded+calib=200``, ``+dlr=X``, ``+std``, ``+slr=X``), ``+kd=T`` when
+        distilled."""
+        options = []
+        base = self.kind
+        if self.kind == "gaussian":
+            c = self.config
+            base = f"{c.rule}/{c.noise}"
+            options += [f"calib={self.calibrate_steps}"] if self.calibrate_steps else []
+            options += [f"dlr={c.distribution_lr:g}"] if c.distribution_lr is not None else []
+            options += ["std"] if c.standardize else []
+            options += [f"slr={self.statistics_lr:g}"] if self.statistics_lr is not None else []
+        options += [f"kd={self.distill:g}"] if self.distill is not None else []
+        return "+".join([base, *options])
+
+
+def run_name(label: str, blocks: Optional[str], seed: int) -> str:
+    """A sweep run's name and directory: variant, blocks, seed (``gdu-seeded+calib=200_b2,4_s0``, ``dense_s1``)."""
+    parts = [label.replace("/", "-")] + ([f"b{blocks.replace(':', '')}"] if blocks else []) + [f"s{seed}"]
+    return "_".join(parts)
 
 
 @dataclass
@@ -131,20 +158,24 @@ KINDS: dict[str, VariantKind] = {
 def plan_variants(recipe: Any, out: Path) -> list[Variant]:
     """The variants ``recipe`` runs, in order: dense (``compare_dense`` / ``analyze``), the Gaussian run (saved to
     ``OUTPUT_DIR/model``, the final model), then each of ``recipe.baselines`` on the same blocks
-    (``OUTPUT_DIR/baseline-NAME``). A recipe whose blocks are still to be picked (``auto:K``) plans its dense
-    run only: resolve it first (:mod:`isogauss_hf.cli.analysis_hooks`)."""
+    (``OUTPUT_DIR/baseline-NAME``); with ``distill_temperature`` the dense control ``dense-kd`` follows the dense
+    run (the teacher) and every later variant is distilled. A recipe whose blocks are still to be picked
+    (``auto:K``) plans its dense runs only: resolve it first (:mod:`isogauss_hf.cli.analysis_hooks`)."""
     if recipe.is_dense:
         return [Variant("dense", "dense", None, out / "model")]
     variants = []
+    kd = recipe.distill_temperature
     if recipe.compare_dense or recipe.analyze:
         variants.append(Variant("dense", "dense", None, out / "dense-baseline"))
+    if kd is not None:  # the dense control of distillation: the dense model distilled from the dense run
+        variants.append(Variant("dense-kd", "dense", None, out / "dense-distilled", distill=kd))
     if recipe.layers is None:  # auto:K not resolved yet
         return variants
     config = recipe.config_for(recipe.layers)
     variants.append(Variant("isogauss", "gaussian", list(recipe.layers), out / "model", config=config,
-                            calibrate_steps=recipe.calibrate_steps))
+                            calibrate_steps=recipe.calibrate_steps, statistics_lr=recipe.statistics_lr, distill=kd))
     for name in recipe.baselines:
-        variants.append(Variant(name, name, list(recipe.layers), out / f"baseline-{name}", config=config))
+        variants.append(Variant(name, name, list(recipe.layers), out / f"baseline-{name}", config=config, distill=kd))
     return variants
 
 
