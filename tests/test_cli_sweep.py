@@ -163,6 +163,7 @@ def test_dry_run_lists_the_runs_and_what_is_done(sweep_dir, capsys, tiny_bert_di
                                  out, "--dry-run")
     assert code == 0, err
     assert "15 runs, 10 already done" in printed and "drop_b2_s2" in printed and "dry run: nothing trained" in printed
+    assert "its complete runs are kept" in printed and "needs --overwrite" not in printed
 
 
 @pytest.mark.parametrize("argv, pattern", [

@@ -133,7 +133,8 @@ def _sweep_dry_run(sweep: Any, output_dir: str) -> int:
     store = SweepStore(out) if is_sweep_dir(out) else None
     print("\n".join(sweep_lines(plan_runs(sweep, out), store, sweep)))
     print(f"the first run's plan (seed {sweep.seeds[0]}, blocks {sweep.block_sets[0]}):")
-    return dry_run(sweep.recipe_for(sweep.seeds[0], sweep.block_sets[0]), output_dir)
+    note = "a sweep: its complete runs are kept, the others trained" if store is not None else None
+    return dry_run(sweep.recipe_for(sweep.seeds[0], sweep.block_sets[0]), output_dir, note)
 
 
 def _run_sweep(args: Any, argv: Optional[Sequence[str]], sweep: Any, output_dir: str, report_to: list[str]) -> int:

@@ -237,8 +237,11 @@ def training_lines(recipe: Recipe) -> list[str]:
     return lines
 
 
-def dry_run(recipe: Recipe, output_dir: str) -> int:
-    """Print the resolved plan; load the data (never model weights); train and write nothing."""
+def dry_run(recipe: Recipe, output_dir: str, output_note: Optional[str] = None) -> int:
+    """Print the resolved plan; load the data (never model weights); train and write nothing.
+
+    ``output_note`` replaces what the output line says of a non-empty directory (a sweep's own directory).
+    """
     from ..mapping import count_blocks
     from .pipelines import build_meta_model, load_config, resolve_model_source
 
@@ -275,8 +278,9 @@ def dry_run(recipe: Recipe, output_dir: str) -> int:
     lines += training_lines(recipe)
     out = Path(output_dir).expanduser()
     busy = out.is_dir() and any(out.iterdir())
-    lines.append(f"output      {output_dir}" + (" (not empty: a real run needs --overwrite or another --output-dir)"
-                                                 if busy else ""))
+    if output_note is None and busy:
+        output_note = "not empty: a real run needs --overwrite or another --output-dir"
+    lines.append(f"output      {output_dir}" + (f" ({output_note})" if output_note else ""))
     print("\n".join(lines))
     print("dry run: nothing trained")
     return 0
