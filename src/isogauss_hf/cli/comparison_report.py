@@ -134,12 +134,16 @@ def plot(comparison: dict[str, Any], path: Path) -> None:
         got = [cells.get((v, b)) for b in c["block_sets"]]
         xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(c["block_sets"]))]
         ax.bar(xs, [g["mean"] if g else 0 for g in got], width, yerr=[g["std"] if g else 0 for g in got], label=v)
+        for x, g in zip(xs, got):  # every seed's value: with few seeds the bars alone hide the spread
+            if g:
+                ax.scatter([x] * len(g["values"]), g["values"], color="k", s=8, zorder=3)
     for (v, b), cell in cells.items():
         if b is None:
             ax.axhline(cell["mean"], color="k", lw=1.5, ls="-" if v == "dense" else "--", label=v)
     rates = [cell["majority_rate"] for cell in cells.values() if cell.get("majority_rate") is not None]
     if rates:
-        ax.axhline(sum(rates) / len(rates), color="grey", ls=":", label="majority class")
+        rate = sum(rates) / len(rates)
+        ax.axhline(rate, color="grey", ls=":", label=f"majority class ({rate:.1f})")
     values = [x for cell in cells.values() for x in cell["values"]]
     if values and c["unit"] == "%":
         ax.set_ylim(max(0.0, min(values) - 5), min(100.0, max(values) + 3))
