@@ -12,7 +12,7 @@ Table 2 analogue's 3-block set) and random picks (for one block the exact expect
 three, ``random_picks`` seeded triples fine-tuned).
 
 The fine-tunes are a sweep of the product (``isogauss-finetune --recipe minilm-DATASET-table2 --seeds ...
---layers "1;2;3;4;5;6;..." --baselines none``) into ``--sweep-dir`` (default ``runs/table2-DATASET``, the Table 2
+--layers "1;2;3;4;5;6;..." --baselines none``) into ``--sweep-dir`` (default ``runs/table2-{dataset}``, the Table 2
 analogue's own sweep directory, so its runs are reused and only the missing ones train); the data of the scan are
 the same recipe's (``isogauss_hf.cli.run.load_shared``). Accuracies are averaged over ``--seeds``. Interrupting
 and rerunning continues the sweep.
@@ -312,13 +312,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--scan-seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="seeds of the scan's Gaussian draws (averaged)")
     p.add_argument("--calibration", type=int, default=128, help="calibration examples of the scan")
-    p.add_argument("--sweep-dir", default=None, help="the fine-tunes' sweep directory (default runs/table2-DATASET; "
-                                                     "with --smoke OUT_DIR/sweep-DATASET)")
+    p.add_argument("--sweep-dir", default=None,
+                   help="the fine-tunes' sweep directory, '{dataset}' standing for the dataset (tweets, bbc-news), "
+                        "which it must contain when more than one dataset runs (default runs/table2-{dataset}; with "
+                        "--smoke OUT_DIR/sweep-{dataset})")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-dir", default=C.RESULTS_DIR)
     p.add_argument("--name", default=NAME)
     p.add_argument("--report-only", action="store_true", help="re-analyse and rewrite md/png from the JSON")
     args = p.parse_args(argv)
+    if args.sweep_dir and len(args.datasets) > 1 and "{dataset}" not in args.sweep_dir:
+        p.error(f"--sweep-dir {args.sweep_dir!r} would hold {len(args.datasets)} datasets' sweeps; put '{{dataset}}' "
+                "in it (e.g. results/table2_check/{dataset}) or pass one --datasets")
     torch.set_num_threads(args.threads)
     path = os.path.join(args.out_dir, f"{args.name}.json")
     if args.report_only:
@@ -348,8 +353,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             payload["scans"][ds] = scan(ds, args)
             save()
             print(f"[{C.utc_now()}] {ds}: scan {payload['scans'][ds]['seconds']:.0f}s", flush=True)
-        sweep_dir = args.sweep_dir or (os.path.join(args.out_dir, f"sweep-{ds}") if args.smoke
-                                       else os.path.join("runs", f"table2-{ds.replace('_', '-')}"))
+        sweep_dir = (args.sweep_dir or (os.path.join(args.out_dir, "sweep-{dataset}") if args.smoke
+                                        else os.path.join("runs", "table2-{dataset}"))).format(dataset=ds.replace("_", "-"))
         records = finetune(ds, list(args.seeds), [[b] for b in args.single_blocks], sweep_dir, args.smoke)
         label, found = _accuracies(records, list(args.seeds))
         if not args.no_triples:

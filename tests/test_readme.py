@@ -25,6 +25,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,61 @@ def test_readme_shell_command_runs_as_written(setting, index):
         assert "| variant |" in proc.stdout and "Seed-paired differences" in proc.stdout
     if program == "isogauss-analyze":
         assert "wrote " in proc.stdout
+
+
+# ------------------------------------------------------------------ results tables fed by a sweep
+#: A results table of the README that a sweep produced: the HTML comment right above it names the sweep's
+#: ``comparison.json``. A cell ending in :data:`EARLIER` was measured before that sweep (the removed reproduction
+#: script) and is the only kind allowed to differ from it.
+SWEEP_TABLE = re.compile(r"<!-- sweep table: (\S+) -->\n((?:\|.*\|\n)+)")
+EARLIER = "†"
+
+
+def sweep_tables() -> list[tuple[str, list[list[str]]]]:
+    """``(comparison.json path, rows of cells)`` of every README table marked as a sweep's."""
+    out = []
+    for m in SWEEP_TABLE.finditer(README.read_text(encoding="utf-8")):
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in m.group(2).splitlines()]
+        out.append((m.group(1), rows))
+    return out
+
+
+def _readme_cells(rows: list[list[str]]) -> dict[tuple[str, Any], str]:
+    """``{(variant, blocks): text}`` of a wide table (variant rows, ``blocks B`` columns; dense in the first)."""
+    from isogauss_hf.comparison import _is_dense
+
+    header, body = rows[0], rows[2:]
+    assert header[0] == "variant" and all(h.startswith("blocks ") for h in header[1:]), header
+    blocks = [h[len("blocks "):] for h in header[1:]]
+    cells = {}
+    for row in body:
+        variant = row[0].strip("*`")
+        for b, text in zip(blocks, row[1:]):
+            text = text.strip("*")
+            if text and text != "—":
+                cells[(variant, None if _is_dense(variant) else b)] = text
+    return cells
+
+
+def test_readme_sweep_tables_are_what_their_sweeps_measured():
+    from isogauss_hf.cli.comparison_report import _cell_text, _digits
+
+    tables = sweep_tables()
+    assert len(tables) >= 2, "the Table 2 analogue's tables name their sweep directories"
+    for path, rows in tables:
+        comparison = json.loads((README.parent / path).read_text(encoding="utf-8"))
+        digits = _digits(comparison)
+        measured = {(c["variant"], c["blocks"]): _cell_text(c, digits) for c in comparison["cells"]}
+        shown = _readme_cells(rows)
+        for key, text in shown.items():
+            if not text.endswith(EARLIER):
+                assert measured.get(key) == text, f"{path}: README cell {key} reads {text!r}, the sweep {measured.get(key)!r}"
+        for key, text in measured.items():
+            assert key in shown, f"{path}: the sweep's cell {key} ({text}) is missing from the README table"
+
+
+def test_readme_sweep_table_reader_flags_a_changed_cell():
+    rows = [["variant", "blocks 1", "blocks 2,4"], ["---", "---:", "---:"], ["dense", "74.44 ± 1.00 (3)", ""],
+            ["**gdu/seeded+calib=200**", "**71.29 ± 1.00 (3)**", f"68.91 ± 1.00 (3) {EARLIER}"]]
+    assert _readme_cells(rows) == {("dense", None): "74.44 ± 1.00 (3)", ("gdu/seeded+calib=200", "1"): "71.29 ± 1.00 (3)",
+                                   ("gdu/seeded+calib=200", "2,4"): f"68.91 ± 1.00 (3) {EARLIER}"}

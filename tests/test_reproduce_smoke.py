@@ -233,6 +233,13 @@ def test_analysis_correlation_fine_tunes_through_the_product(tmp_path, monkeypat
     data = json.loads((tmp_path / "corr.json").read_text())
     assert set(data["runs"]) == {"bbc_news|base|dense", "bbc_news|1|gdu/seeded+calib=2"}
     assert set(data["scans"]["bbc_news"]["scores"]) >= {"removal_loss"}
-    records = sorted(p.name for p in (tmp_path / "sweep-bbc_news" / "runs").iterdir())
+    records = sorted(p.name for p in (tmp_path / "sweep-bbc-news" / "runs").iterdir())
     assert records == ["dense_s0", "gdu-seeded+calib=2_b1_s0"]
-    assert data["runs"]["bbc_news|1|gdu/seeded+calib=2"]["source"] == str(tmp_path / "sweep-bbc_news")
+    assert data["runs"]["bbc_news|1|gdu/seeded+calib=2"]["source"] == str(tmp_path / "sweep-bbc-news")
+
+
+def test_analysis_correlation_refuses_one_sweep_dir_for_two_datasets(capsys):
+    A = load_script("analysis_correlation")
+    with pytest.raises(SystemExit) as exc:
+        A.main(["--datasets", "tweets", "bbc_news", "--sweep-dir", "runs/mine"])
+    assert exc.value.code == 2 and "{dataset}" in capsys.readouterr().err
