@@ -96,6 +96,10 @@ def test_auto_loading_takes_overrides_dtype_and_refuses_unknown_arguments(tmp_pa
         AutoModelForSequenceClassification.from_pretrained(path, num_labels=5)  # absorbed by AutoConfig, not applied
     with pytest.raises(TypeError, match=r"unsupported keyword argument\(s\) \['bogus'\]"):
         AutoModelForSequenceClassification.from_pretrained(path, bogus=1)
+    # transformers >= 5.25 passes proxies=None itself; a real proxies dict is refused with the environment route
+    assert isinstance(AutoModelForSequenceClassification.from_pretrained(path, proxies=None), IsoGaussModel)
+    with pytest.raises(TypeError, match=r"proxies is not supported .* HTTPS_PROXY"):
+        AutoModelForSequenceClassification.from_pretrained(path, proxies={"https": "http://proxy:3128"})
     with pytest.raises(ValueError, match=r"cannot override \['layers'\]"):
         AutoModelForSequenceClassification.from_pretrained(path, layers=[1])
 

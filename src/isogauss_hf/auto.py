@@ -139,6 +139,9 @@ class IsoGaussAutoLoader:
                             f"{type(config).__name__}")
         for key in _PASSED_BY_TRANSFORMERS:
             kwargs.pop(key, None)
+        if kwargs.pop("proxies", None):  # transformers >= 5.25 passes proxies=None on every call
+            raise TypeError(f"{name}.from_pretrained: proxies is not supported by huggingface_hub's downloads; set "
+                            "HTTPS_PROXY / HTTP_PROXY in the environment instead")
         if kwargs.pop("subfolder", None):
             raise TypeError(f"{name}.from_pretrained: subfolder is not supported; give the checkpoint directory itself")
         dtype = kwargs.pop("dtype", None)
