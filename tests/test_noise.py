@@ -288,6 +288,13 @@ def test_triton_kernels_equal_the_reference_in_the_interpreter():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"self_check": "", "eq2_equal": True}
 
 
+@pytest.mark.parametrize("key, as_int32", [(0, 0), (7, 7), (2**31 - 1, 2**31 - 1), (2**31, -2**31),
+                                             (0xFFFFFFFF, -1), (0xDEADBEEF, 0xDEADBEEF - 2**32)])
+def test_triton_keys_travel_as_int32_with_the_same_bits(key, as_int32):
+    T = pytest.importorskip("isogauss_hf._noise_triton")  # needs triton
+    assert T._as_int32(key) == as_int32 and as_int32 % 2**32 == key  # one kernel signature; the kernel's uint32
+
+
 _DIGEST_SCRIPT = """
 import hashlib, torch
 from isogauss_hf.noise import get_noise_generator, standard_normal, set_noise_backend

@@ -132,7 +132,9 @@ def _store_lane(out_ptr, z, lane, quads, cols_idx, row_start, rows, cols, stride
     tl.store(out_ptr + (i - row_start) * stride + cols_idx, z, mask=mask)
 
 
-@triton.jit
+# k0, k1 (the draw's Philox key) change with every draw: not specialized on their value (Triton would compile a
+# kernel per divisibility class of each key), and passed as int32 (see _as_int32).
+@triton.jit(do_not_specialize=["k0", "k1"])
 def _kernel(out_ptr, rows, cols, stride, row_start, col_start, q_first, k0, k1,
             row_mean_ptr, row_var_ptr, row_shift_ptr, col_mean_ptr, col_var_ptr, col_shift_ptr, k,
             EQ2: tl.constexpr, BQ: tl.constexpr, BC: tl.constexpr):
@@ -166,6 +168,15 @@ def _kernel(out_ptr, rows, cols, stride, row_start, col_start, q_first, k0, k1,
                 row_shift_ptr, cm, cv, cs, k)
 
 
+def _as_int32(key: int) -> int:
+    """A uint32 key's bits as a signed int32 (the kernel casts it back to uint32, a no-op on the bits).
+
+    Triton types a Python int argument by its value, int32 below 2**31 and int64 above, so half of all keys would
+    otherwise compile and run a second kernel.
+    """
+    return key - (1 << 32) if key >= (1 << 31) else key
+
+
 def _launch(out: torch.Tensor, k0: int, k1: int, row_start: int, col_start: int, vectors, k: float, eq2: bool):
     rows, cols = out.shape
     if not rows or not cols:
@@ -174,7 +185,8 @@ def _launch(out: torch.Tensor, k0: int, k1: int, row_start: int, col_start: int,
     quads = (row_start + rows + 3) // 4 - q_first
     grid = (triton.cdiv(quads, BLOCK_Q), triton.cdiv(cols, BLOCK_C))
     extra = {} if _interpreting() else {"enable_fp_fusion": False}
-    _kernel[grid](out, rows, cols, out.stride(0), row_start, col_start, q_first, k0, k1, *vectors, k,
+    _kernel[grid](out, rows, cols, out.stride(0), row_start, col_start, q_first, _as_int32(k0), _as_int32(k1),
+                  *vectors, k,
                   EQ2=eq2, BQ=BLOCK_Q, BC=BLOCK_C, **extra)
     return out
 
