@@ -186,8 +186,7 @@ def _launch(out: torch.Tensor, k0: int, k1: int, row_start: int, col_start: int,
     grid = (triton.cdiv(quads, BLOCK_Q), triton.cdiv(cols, BLOCK_C))
     extra = {} if _interpreting() else {"enable_fp_fusion": False}
     _kernel[grid](out, rows, cols, out.stride(0), row_start, col_start, q_first, _as_int32(k0), _as_int32(k1),
-                  *vectors, k,
-                  EQ2=eq2, BQ=BLOCK_Q, BC=BLOCK_C, **extra)
+                  *vectors, k, EQ2=eq2, BQ=BLOCK_Q, BC=BLOCK_C, **extra)
     return out
 
 
